@@ -1,0 +1,488 @@
+"""Time: business calendars, SLA policies and their targets."""
+
+from __future__ import annotations
+
+from datetime import date, time, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import F, Q
+
+from policies.durations import format_duration
+from tickets.models import (
+    CustomerTier,
+    PartnerTier,
+    Priority,
+    TicketKind,
+    TicketStatus,
+    validate_timezone,
+)
+
+if TYPE_CHECKING:
+    from tickets.models import Ticket
+
+WEEKDAYS = [
+    (0, "Monday"),
+    (1, "Tuesday"),
+    (2, "Wednesday"),
+    (3, "Thursday"),
+    (4, "Friday"),
+    (5, "Saturday"),
+    (6, "Sunday"),
+]
+WEEKDAY_NAMES = dict(WEEKDAYS)
+MIDNIGHT = time(0)
+
+
+def interval_minutes(start: time, end: time) -> tuple[int, int]:
+    """Minutes from the start of the day; an end at or before the start runs past midnight."""
+    s = start.hour * 60 + start.minute
+    e = end.hour * 60 + end.minute
+    if e <= s:
+        e += 24 * 60
+    return s, e
+
+
+def describe_interval(start: time, end: time) -> str:
+    suffix = " (next day)" if end <= start and not (start == end == MIDNIGHT) else ""
+    if start == end == MIDNIGHT:
+        return "all day"
+    return f"{start:%H:%M}–{end:%H:%M}{suffix}"
+
+
+def overlapping_pairs(intervals: list[tuple[time, time]]) -> list[str]:
+    """Human descriptions of intervals of one day that overlap each other."""
+    spans = sorted((interval_minutes(s, e), (s, e)) for s, e in intervals)
+    problems = []
+    for (a, a_raw), (b, b_raw) in zip(spans, spans[1:], strict=False):
+        if b[0] < a[1]:
+            problems.append(f"{describe_interval(*a_raw)} overlaps {describe_interval(*b_raw)}")
+    return problems
+
+
+class Calendar(models.Model):
+    """Working time: weekly intervals, holidays, per-date overrides and one-off closures."""
+
+    name = models.CharField(max_length=200, unique=True)
+    timezone = models.CharField(
+        max_length=64,
+        default="UTC",
+        validators=[validate_timezone],
+        help_text="Working times below are local wall-clock times in this zone.",
+    )
+    description = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def weekly_hours(self) -> float:
+        """Nominal working hours in a week (ignores holidays and DST)."""
+        total = 0
+        for interval in self.intervals.all():
+            s, e = interval_minutes(interval.start, interval.end)
+            total += e - s
+        return total / 60
+
+    def to_business_calendar(self) -> Any:
+        """The pure business-time calendar (policies.businesstime) for this row."""
+        from policies.businesstime import Calendar as BusinessCalendar
+
+        weekly: dict[int, list[tuple[time, time]]] = {}
+        for interval in self.intervals.all():
+            weekly.setdefault(interval.weekday, []).append((interval.start, interval.end))
+        overrides: dict[date, list[tuple[time, time]]] = {}
+        for override in self.overrides.all():
+            slots = overrides.setdefault(override.date, [])
+            if not override.closed and override.start is not None and override.end is not None:
+                slots.append((override.start, override.end))
+        return BusinessCalendar(
+            tz=self.timezone,
+            weekly=weekly,
+            holidays={h.date for h in self.holidays.all()},
+            overrides=overrides,
+            closures=[(c.starts_at, c.ends_at) for c in self.closures.all()],
+        )
+
+
+class WorkingInterval(models.Model):
+    """One working interval of a weekday. End at or before start = runs past midnight."""
+
+    calendar = models.ForeignKey(Calendar, on_delete=models.CASCADE, related_name="intervals")
+    weekday = models.PositiveSmallIntegerField(choices=WEEKDAYS)
+    start = models.TimeField(help_text="Local time, e.g. 09:00.")
+    end = models.TimeField(
+        help_text="Local time. 00:00 means midnight at the end of the day; an end before the "
+        "start is an overnight shift that belongs to the day it starts."
+    )
+
+    class Meta:
+        ordering = ["calendar", "weekday", "start"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(weekday__gte=0) & Q(weekday__lte=6), name="interval_weekday_0_6"
+            ),
+            models.CheckConstraint(
+                condition=~Q(start=F("end")) | Q(start=MIDNIGHT),
+                name="interval_not_empty",
+                violation_error_message="A working interval cannot start and end at the same "
+                "time (use 00:00–00:00 for a whole day).",
+            ),
+            models.UniqueConstraint(
+                fields=["calendar", "weekday", "start"], name="interval_unique_start"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{WEEKDAY_NAMES.get(self.weekday, '?')} {describe_interval(self.start, self.end)}"
+
+    def clean(self) -> None:
+        super().clean()
+        if self.start is not None and self.end is not None:
+            if self.start == self.end and self.start != MIDNIGHT:
+                raise ValidationError(
+                    {
+                        "end": "The interval is empty: the end must differ from the start "
+                        "(use 00:00–00:00 for a whole day)."
+                    }
+                )
+            if self.start.second or self.end.second:
+                raise ValidationError("Working times are whole minutes (e.g. 09:00, 17:30).")
+
+
+class Holiday(models.Model):
+    """A local date on which the calendar's own intervals do not apply."""
+
+    calendar = models.ForeignKey(Calendar, on_delete=models.CASCADE, related_name="holidays")
+    date = models.DateField()
+    name = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["calendar", "date"]
+        constraints = [
+            models.UniqueConstraint(fields=["calendar", "date"], name="holiday_unique_date")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.date:%Y-%m-%d} {self.name}".strip()
+
+
+class DateOverride(models.Model):
+    """Special hours on one date: replaces that date's weekly intervals (e.g. Christmas Eve)."""
+
+    calendar = models.ForeignKey(Calendar, on_delete=models.CASCADE, related_name="overrides")
+    date = models.DateField()
+    start = models.TimeField(null=True, blank=True)
+    end = models.TimeField(null=True, blank=True)
+    closed = models.BooleanField(
+        default=False, help_text="Closed all day (leave start and end empty)."
+    )
+    note = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["calendar", "date", "start"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(closed=True) & Q(start__isnull=True) & Q(end__isnull=True))
+                | (
+                    Q(closed=False)
+                    & Q(start__isnull=False)
+                    & Q(end__isnull=False)
+                    & (~Q(start=F("end")) | Q(start=MIDNIGHT))
+                ),
+                name="override_well_formed",
+                violation_error_message="An override is either closed all day or has a start "
+                "and a different end.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        if self.closed:
+            return f"{self.date:%Y-%m-%d} closed"
+        assert self.start is not None and self.end is not None
+        return f"{self.date:%Y-%m-%d} {describe_interval(self.start, self.end)}"
+
+    def clean(self) -> None:
+        super().clean()
+        if self.closed:
+            if self.start is not None or self.end is not None:
+                raise ValidationError("A closed day has no start or end: clear them.")
+            return
+        errors = {}
+        if self.start is None:
+            errors["start"] = "Enter the start, or tick 'closed' for a closed day."
+        if self.end is None:
+            errors["end"] = "Enter the end, or tick 'closed' for a closed day."
+        if errors:
+            raise ValidationError(errors)
+        if self.start == self.end and self.start != MIDNIGHT:
+            raise ValidationError({"end": "The end must differ from the start."})
+
+
+class Closure(models.Model):
+    """A one-off closure of exact instants (a maintenance window, an office move)."""
+
+    calendar = models.ForeignKey(Calendar, on_delete=models.CASCADE, related_name="closures")
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["calendar", "starts_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ends_at__gt=F("starts_at")),
+                name="closure_ends_after_start",
+                violation_error_message="A closure must end after it starts.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.starts_at:%Y-%m-%d %H:%M} → {self.ends_at:%Y-%m-%d %H:%M} UTC"
+
+    def clean(self) -> None:
+        super().clean()
+        if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
+            raise ValidationError({"ends_at": "A closure must end after it starts."})
+
+
+class Metric(models.TextChoices):
+    FIRST_RESPONSE = "first_response", "First response"
+    RESOLUTION_PLAN = "resolution_plan", "Resolution plan"
+    RESOLUTION = "resolution", "Resolution"
+
+
+class ReopenBehaviour(models.TextChoices):
+    RESTART = "restart", "Restart the clock from the reopen"
+    CONTINUE = "continue", "Continue the original clock"
+
+
+def default_pause_statuses() -> list[str]:
+    return [TicketStatus.WAITING_ON_CUSTOMER.value]
+
+
+class Policy(models.Model):
+    """Matching conditions plus an order; the first matching active policy applies.
+
+    An empty condition list means "any".
+    """
+
+    name = models.CharField(max_length=200, unique=True)
+    order = models.PositiveIntegerField(
+        default=100, help_text="Lower comes first; the first matching active policy applies."
+    )
+    active = models.BooleanField(default=True)
+    description = models.TextField(blank=True)
+    kinds = models.JSONField(default=list, blank=True, help_text="Empty = any kind.")
+    priorities = models.JSONField(default=list, blank=True, help_text="Empty = any priority.")
+    customer_tiers = models.JSONField(
+        default=list, blank=True, help_text="Empty = any customer tier."
+    )
+    partner_tiers = models.JSONField(
+        default=list, blank=True, help_text="Empty = any partner tier."
+    )
+    partners = models.ManyToManyField(
+        "tickets.Partner", blank=True, related_name="policies", help_text="Empty = any partner."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["order", "name"]
+        verbose_name_plural = "policies"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        super().clean()
+        allowed = {
+            "kinds": TicketKind.values,
+            "priorities": Priority.values,
+            "customer_tiers": CustomerTier.values,
+            "partner_tiers": PartnerTier.values,
+        }
+        errors = {}
+        for field, values in allowed.items():
+            chosen = getattr(self, field)
+            if not isinstance(chosen, list):
+                errors[field] = "Must be a list of values."
+                continue
+            unknown = [v for v in chosen if v not in values]
+            if unknown:
+                errors[field] = f"Unknown value(s) {', '.join(map(str, unknown))}; " + (
+                    f"choose from {', '.join(values)}."
+                )
+        if errors:
+            raise ValidationError(errors)
+
+    def conditions_summary(self) -> str:
+        parts = []
+        for label, values in (
+            ("kind", self.kinds),
+            ("priority", self.priorities),
+            ("customer tier", self.customer_tiers),
+            ("partner tier", self.partner_tiers),
+        ):
+            if values:
+                parts.append(f"{label} in {', '.join(values)}")
+        return "; ".join(parts) or "any ticket"
+
+    def matches(self, ticket: Ticket, *, partner_ids: set[int] | None = None) -> bool:
+        """Whether this policy's conditions hold for the ticket (active flag not checked).
+
+        ``partner_ids`` is the policy's partner restriction when already fetched (avoids a query
+        per ticket in bulk matching).
+        """
+        if self.kinds and ticket.kind not in self.kinds:
+            return False
+        if self.priorities and ticket.priority not in self.priorities:
+            return False
+        if self.customer_tiers:
+            tier = ticket.customer.tier if ticket.customer is not None else None
+            if tier not in self.customer_tiers:
+                return False
+        if self.partner_tiers and ticket.partner.tier not in self.partner_tiers:
+            return False
+        if partner_ids is None:
+            partner_ids = set(self.partners.values_list("pk", flat=True))
+        return not partner_ids or ticket.partner_id in partner_ids
+
+
+class Target(models.Model):
+    """One SLA target of a policy: a metric, a duration on a calendar, and warning thresholds."""
+
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="targets")
+    metric = models.CharField(max_length=30, choices=Metric.choices)
+    duration = models.DurationField(help_text="Business time allowed, e.g. 15 min, 4 h, 1 d 2 h.")
+    calendar = models.ForeignKey(
+        Calendar,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="targets",
+        help_text="Empty = the partner's calendar (24×7 when the partner has none).",
+    )
+    pause_statuses = models.JSONField(
+        default=default_pause_statuses,
+        blank=True,
+        help_text="Ticket statuses during which this clock stops.",
+    )
+    yellow_pct = models.PositiveSmallIntegerField(
+        default=50, help_text="Warning (yellow) from this % of the target elapsed."
+    )
+    orange_pct = models.PositiveSmallIntegerField(
+        default=75, help_text="Danger (orange) from this % of the target elapsed."
+    )
+    yellow_minutes_left = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Also yellow when this few business minutes are left (whichever comes first).",
+    )
+    orange_minutes_left = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Also orange when this few business minutes are left (whichever comes first).",
+    )
+    automated_replies_count = models.BooleanField(
+        default=False,
+        help_text="First response only: let automation, bot and auto-acknowledgement replies "
+        "meet the target. Off = only a human reply counts.",
+    )
+    on_reopen = models.CharField(
+        max_length=20,
+        choices=ReopenBehaviour.choices,
+        default=ReopenBehaviour.RESTART,
+        help_text="What a reopened ticket does to this clock.",
+    )
+
+    class Meta:
+        ordering = ["policy", "metric"]
+        constraints = [
+            models.UniqueConstraint(fields=["policy", "metric"], name="target_unique_metric"),
+            models.CheckConstraint(
+                condition=Q(duration__gt=timedelta(0)),
+                name="target_duration_positive",
+                violation_error_message="The duration must be longer than zero.",
+            ),
+            models.CheckConstraint(
+                condition=Q(yellow_pct__gt=0)
+                & Q(yellow_pct__lt=F("orange_pct"))
+                & Q(orange_pct__lt=100),
+                name="target_pct_thresholds_ordered",
+                violation_error_message="Thresholds must be ordered: 0 < yellow % < orange % "
+                "< 100.",
+            ),
+            models.CheckConstraint(
+                condition=Q(yellow_minutes_left__isnull=True)
+                | Q(orange_minutes_left__isnull=True)
+                | Q(yellow_minutes_left__gt=F("orange_minutes_left")),
+                name="target_minutes_thresholds_ordered",
+                violation_error_message="Yellow minutes-left must be more than orange "
+                "minutes-left.",
+            ),
+            models.CheckConstraint(
+                condition=Q(metric__in=Metric.values), name="target_metric_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_metric_display()} in {format_duration(self.duration)}"
+
+    def clean(self) -> None:
+        super().clean()
+        errors: dict[str, str] = {}
+        if self.duration is not None and self.duration <= timedelta(0):
+            errors["duration"] = "The duration must be longer than zero."
+        if self.yellow_pct is not None and self.orange_pct is not None:
+            if not 0 < self.yellow_pct < 100:
+                errors["yellow_pct"] = "Yellow % must be between 1 and 99."
+            elif not 0 < self.orange_pct < 100:
+                errors["orange_pct"] = "Orange % must be between 1 and 99."
+            elif self.yellow_pct >= self.orange_pct:
+                errors["orange_pct"] = (
+                    f"Orange % ({self.orange_pct}) must be more than yellow % ({self.yellow_pct})."
+                )
+        if (
+            self.yellow_minutes_left is not None
+            and self.orange_minutes_left is not None
+            and self.yellow_minutes_left <= self.orange_minutes_left
+        ):
+            errors["yellow_minutes_left"] = (
+                "Yellow minutes-left must be more than orange minutes-left "
+                f"({self.orange_minutes_left})."
+            )
+        if self.duration is not None:
+            total_minutes = self.duration.total_seconds() / 60
+            for field in ("yellow_minutes_left", "orange_minutes_left"):
+                value = getattr(self, field)
+                if value is not None and value >= total_minutes:
+                    errors.setdefault(
+                        field,
+                        f"{value} minutes left is not less than the whole target "
+                        f"({format_duration(self.duration)}).",
+                    )
+        if not isinstance(self.pause_statuses, list):
+            errors["pause_statuses"] = "Must be a list of statuses."
+        else:
+            bad = [s for s in self.pause_statuses if s not in TicketStatus.values]
+            closing = {TicketStatus.RESOLVED, TicketStatus.CLOSED}
+            if bad:
+                errors["pause_statuses"] = f"Unknown status(es): {', '.join(map(str, bad))}."
+            elif closing & set(self.pause_statuses):
+                errors["pause_statuses"] = (
+                    "Resolved and closed end the clock; they cannot pause it."
+                )
+        if self.automated_replies_count and self.metric and self.metric != Metric.FIRST_RESPONSE:
+            errors["automated_replies_count"] = (
+                "Only a first-response target can count automated replies."
+            )
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def duration_display(self) -> str:
+        return format_duration(self.duration)

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from datetime import UTC, datetime
+
+import pytest
+import redis
+from django.conf import settings
+
+
+@pytest.fixture
+def now() -> datetime:
+    """A fixed 'now' (a Tuesday, 10:00 UTC) passed down to actions, as production code does."""
+    return datetime(2026, 11, 17, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def redis_client() -> Iterator[redis.Redis]:
+    """The real Redis at REDIS_URL (the test command points it at database 15), emptied."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings: Any) -> None:
+    """Hashing strength is not under test; PBKDF2's cost would dominate the suite."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,69 @@
+"""Plain factory functions for tests: each makes one valid row with overridable fields."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from itertools import count
+from typing import Any
+
+from policies.models import Calendar, Metric, Policy, Target, WorkingInterval
+from tickets.actions import open_ticket
+from tickets.models import Customer, Partner, Ticket, User
+
+_seq = count(1)
+DEFAULT_NOW = datetime(2026, 11, 17, 10, 0, tzinfo=UTC)
+
+
+def make_calendar(*, business_hours: bool = True, **fields: Any) -> Calendar:
+    fields.setdefault("name", f"Calendar {next(_seq)}")
+    fields.setdefault("timezone", "Europe/Paris")
+    calendar = Calendar.objects.create(**fields)
+    if business_hours:
+        WorkingInterval.objects.bulk_create(
+            WorkingInterval(calendar=calendar, weekday=day, start=time(9), end=time(17))
+            for day in range(5)
+        )
+    return calendar
+
+
+def make_partner(**fields: Any) -> Partner:
+    fields.setdefault("name", f"Partner {next(_seq)}")
+    return Partner.objects.create(**fields)
+
+
+def make_customer(**fields: Any) -> Customer:
+    fields.setdefault("name", f"Customer {next(_seq)}")
+    return Customer.objects.create(**fields)
+
+
+def make_user(**fields: Any) -> User:
+    fields.setdefault("username", f"user{next(_seq)}")
+    password = fields.pop("password", "correct horse battery staple")
+    user = User(**fields)
+    user.set_password(password)
+    user.save()
+    return user
+
+
+def make_policy(**fields: Any) -> Policy:
+    fields.setdefault("name", f"Policy {next(_seq)}")
+    return Policy.objects.create(**fields)
+
+
+def make_target(**fields: Any) -> Target:
+    if "policy" not in fields:
+        fields["policy"] = make_policy()
+    fields.setdefault("metric", Metric.FIRST_RESPONSE)
+    fields.setdefault("duration", timedelta(hours=1))
+    return Target.objects.create(**fields)
+
+
+def make_ticket(*, now: datetime = DEFAULT_NOW, **fields: Any) -> Ticket:
+    if "partner_id" not in fields:
+        fields["partner_id"] = (fields.pop("partner", None) or make_partner()).pk
+    if "customer" in fields:
+        customer = fields.pop("customer")
+        fields["customer_id"] = customer.pk if customer else None
+    fields.setdefault("subject", "Printer on fire")
+    fields.setdefault("opened_at", now - timedelta(hours=1))
+    return open_ticket(now=now, **fields)

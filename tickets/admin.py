@@ -1,0 +1,284 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+
+from policies.timezones import timezone_choices
+from tickets.actions import TicketActionError, change_ticket, open_ticket
+from tickets.models import (
+    OPEN_STATUSES,
+    Customer,
+    Partner,
+    Ticket,
+    TicketEvent,
+    User,
+)
+
+
+class PartnerForm(forms.ModelForm):
+    class Meta:
+        model = Partner
+        fields = ["name", "tier", "timezone", "default_calendar", "contact_emails"]
+        widgets = {
+            "timezone": forms.Select(choices=timezone_choices()),
+            "contact_emails": forms.Textarea(attrs={"rows": 3}),
+        }
+
+
+@admin.register(Partner)
+class PartnerAdmin(admin.ModelAdmin):
+    form = PartnerForm
+    list_display = ["name", "tier", "timezone", "default_calendar", "open_tickets", "user_count"]
+    list_filter = ["tier", "timezone", "default_calendar"]
+    search_fields = ["name", "contact_emails"]
+    list_select_related = ["default_calendar"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Partner]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                open_total=Count(
+                    "tickets", filter=Q(tickets__status__in=OPEN_STATUSES), distinct=True
+                ),
+                user_total=Count("users", distinct=True),
+            )
+        )
+
+    @admin.display(description="open tickets", ordering="open_total")
+    def open_tickets(self, obj: Any) -> int:
+        return int(obj.open_total)
+
+    @admin.display(description="users", ordering="user_total")
+    def user_count(self, obj: Any) -> int:
+        return int(obj.user_total)
+
+
+@admin.register(Customer)
+class CustomerAdmin(admin.ModelAdmin):
+    list_display = ["name", "tier", "open_tickets"]
+    list_filter = ["tier"]
+    search_fields = ["name"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Customer]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(open_total=Count("tickets", filter=Q(tickets__status__in=OPEN_STATUSES)))
+        )
+
+    @admin.display(description="open tickets", ordering="open_total")
+    def open_tickets(self, obj: Any) -> int:
+        return int(obj.open_total)
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    list_display = ["username", "email", "first_name", "last_name", "partner", "is_staff"]
+    list_filter = ["partner", "is_staff", "is_superuser", "is_active", "groups"]
+    list_select_related = ["partner"]
+    fieldsets = (
+        *(DjangoUserAdmin.fieldsets or ()),
+        ("Partner", {"fields": ["partner"]}),
+    )
+    add_fieldsets = (
+        *DjangoUserAdmin.add_fieldsets,
+        ("Partner", {"fields": ["partner"]}),
+    )
+
+
+class TicketEventInline(admin.TabularInline):
+    """The ticket's timeline: append-only, so read-only here."""
+
+    model = TicketEvent
+    fields = ("at", "kind", "actor_kind", "user", "details", "external_id", "recorded_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ["at", "id"]
+    verbose_name = "event"
+    verbose_name_plural = "timeline (append-only)"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TicketEvent]:
+        return super().get_queryset(request).select_related("user")
+
+    @admin.display(description="details")
+    def details(self, obj: TicketEvent) -> str:
+        return ", ".join(f"{key}: {value}" for key, value in sorted(obj.payload.items()))
+
+
+class TicketAddForm(forms.ModelForm):
+    external_id = forms.CharField(
+        required=False,
+        max_length=200,
+        help_text="The id in the source system. Leave empty to number it SLA-<n>.",
+    )
+
+    class Meta:
+        model = Ticket
+        fields = [
+            "subject",
+            "partner",
+            "customer",
+            "kind",
+            "priority",
+            "team",
+            "assignee",
+            "source",
+            "external_id",
+            "opened_at",
+        ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["opened_at"].initial = timezone.now
+        self.auto_numbered = False
+
+    def clean_opened_at(self) -> Any:
+        value = self.cleaned_data["opened_at"]
+        if value and value > timezone.now():
+            raise forms.ValidationError("The ticket cannot be opened in the future.")
+        return value
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if not data.get("external_id"):
+            # Numbered SLA-<id> once saved; a unique placeholder passes validation meanwhile.
+            self.auto_numbered = True
+            data["external_id"] = f"pending-{timezone.now().timestamp()}"
+            self.instance.external_id = data["external_id"]
+        return data
+
+
+class TicketChangeForm(forms.ModelForm):
+    class Meta:
+        model = Ticket
+        fields = [
+            "subject",
+            "partner",
+            "customer",
+            "kind",
+            "priority",
+            "status",
+            "team",
+            "assignee",
+        ]
+
+
+@admin.register(Ticket)
+class TicketAdmin(admin.ModelAdmin):
+    list_display = [
+        "reference",
+        "subject",
+        "priority",
+        "status",
+        "kind",
+        "partner",
+        "customer",
+        "assignee",
+        "opened_at",
+    ]
+    list_filter = [
+        "status",
+        "priority",
+        "kind",
+        "partner__tier",
+        "customer__tier",
+        "partner",
+        "source",
+    ]
+    search_fields = ["subject", "external_id", "customer__name", "partner__name", "team"]
+    list_select_related = ["partner", "customer", "assignee"]
+    date_hierarchy = "opened_at"
+    autocomplete_fields = ["customer", "assignee"]
+    inlines = [TicketEventInline]
+    list_per_page = 50
+    projected = [
+        "opened_at",
+        "first_human_reply_at",
+        "plan_sent_at",
+        "resolved_at",
+        "closed_at",
+        "last_event_at",
+    ]
+
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        kwargs["form"] = TicketChangeForm if obj is not None else TicketAddForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_inlines(self, request: HttpRequest, obj: Any) -> Any:
+        return self.inlines if obj is not None else []  # a new ticket has no timeline yet
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return [(None, {"fields": TicketAddForm.Meta.fields})]
+        return [
+            (None, {"fields": TicketChangeForm.Meta.fields}),
+            (
+                "From the event log (read-only)",
+                {"fields": [("source", "external_id"), *self.projected]},
+            ),
+        ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return []
+        return ["source", "external_id", *self.projected]
+
+    @admin.display(description="ticket", ordering="external_id")
+    def reference(self, obj: Ticket) -> str:
+        return obj.external_id if obj.source == "slaboard" else f"{obj.source}:{obj.external_id}"
+
+    def save_model(self, request: HttpRequest, obj: Ticket, form: Any, change: bool) -> None:
+        """Admin edits become events through the same actions as every other entry point."""
+        now = timezone.now()
+        user = request.user if isinstance(request.user, User) else None
+        try:
+            if not change:
+                data = form.cleaned_data
+                ticket = open_ticket(
+                    partner_id=data["partner"].pk,
+                    customer_id=data["customer"].pk if data.get("customer") else None,
+                    subject=data["subject"],
+                    kind=data["kind"],
+                    priority=data["priority"],
+                    team=data.get("team") or "",
+                    assignee_id=data["assignee"].pk if data.get("assignee") else None,
+                    source=data.get("source") or "slaboard",
+                    external_id="" if form.auto_numbered else data["external_id"],
+                    opened_at=data["opened_at"],
+                    now=now,
+                    user=user,
+                )
+                obj.pk = ticket.pk
+                obj._state.adding = False
+                obj.refresh_from_db()
+                return
+            changes = {
+                name: form.cleaned_data[name] for name in form.changed_data if name != "subject"
+            }
+            if "subject" in form.changed_data:
+                changes["subject"] = form.cleaned_data["subject"]
+            for fk in ("partner", "customer", "assignee"):
+                if fk in changes:
+                    value = changes.pop(fk)
+                    changes[f"{fk}_id"] = value.pk if value is not None else None
+            change_ticket(ticket=obj, changes=changes, at=now, now=now, user=user)
+            obj.refresh_from_db()
+        except TicketActionError as exc:
+            self.message_user(request, str(exc), level=messages.ERROR)
+            raise
