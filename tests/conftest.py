@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import redis

@@ -206,7 +206,9 @@ def test_overlapping_intervals_are_refused_with_the_day_named(admin: Client) -> 
 
 
 def test_an_empty_interval_is_refused(admin: Client) -> None:
-    response = admin.post("/admin/policies/calendar/add/", _calendar_post([("1", "09:00", "09:00")]))
+    response = admin.post(
+        "/admin/policies/calendar/add/", _calendar_post([("1", "09:00", "09:00")])
+    )
     assert response.status_code == 200
     assert "The interval is empty" in response.content.decode()
     assert not Calendar.objects.exists()
