@@ -166,7 +166,7 @@ class CalendarAdmin(admin.ModelAdmin):
 
 
 class TargetForm(forms.ModelForm):
-    duration = ReadableDurationField(help_text="Business time allowed: 15 min, 4 h, 1 d 2 h.")
+    duration = ReadableDurationField(help_text="Business time: 15 min, 4 h, 1 d 2 h.")
     pause_statuses = JSONChoicesField(
         choices=[
             (value, label)
@@ -174,11 +174,26 @@ class TargetForm(forms.ModelForm):
             if value not in {TicketStatus.RESOLVED, TicketStatus.CLOSED}
         ],
         required=False,
-        help_text="The clock stops while the ticket is in one of these statuses.",
+        help_text="The clock stops in these statuses.",
     )
 
     class Meta:
         model = Target
+        widgets = {
+            "yellow_pct": forms.NumberInput(attrs={"size": 4, "style": "width: 4em"}),
+            "orange_pct": forms.NumberInput(attrs={"size": 4, "style": "width: 4em"}),
+            "yellow_minutes_left": forms.NumberInput(attrs={"style": "width: 5em"}),
+            "orange_minutes_left": forms.NumberInput(attrs={"style": "width: 5em"}),
+        }
+        help_texts = {
+            "calendar": "Empty = the partner's calendar.",
+            "yellow_pct": "",
+            "orange_pct": "",
+            "yellow_minutes_left": "Optional; the earlier of % and minutes wins.",
+            "orange_minutes_left": "Optional.",
+            "automated_replies_count": "First response only.",
+            "on_reopen": "",
+        }
         fields = [
             "metric",
             "duration",
@@ -194,22 +209,30 @@ class TargetForm(forms.ModelForm):
 
 
 class TargetInline(admin.StackedInline):
+    """Three lines per target: what and how long, when it warns, what pauses it."""
+
     model = Target
     form = TargetForm
     extra = 0
     fieldsets = [
         (None, {"fields": [("metric", "duration", "calendar")]}),
         (
-            "Thresholds",
+            None,
             {
                 "fields": [
-                    ("yellow_pct", "orange_pct"),
-                    ("yellow_minutes_left", "orange_minutes_left"),
+                    ("yellow_pct", "orange_pct", "yellow_minutes_left", "orange_minutes_left")
                 ]
             },
         ),
-        (None, {"fields": ["pause_statuses", "automated_replies_count", "on_reopen"]}),
+        (None, {"fields": [("pause_statuses", "automated_replies_count", "on_reopen")]}),
     ]
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "calendar" and field is not None:
+            # A plain select: the add/change/delete icons would crowd the one-row layout.
+            field.widget = getattr(field.widget, "widget", field.widget)
+        return field
 
 
 class PolicyForm(forms.ModelForm):

@@ -257,8 +257,8 @@ class Metric(models.TextChoices):
 
 
 class ReopenBehaviour(models.TextChoices):
-    RESTART = "restart", "Restart the clock from the reopen"
-    CONTINUE = "continue", "Continue the original clock"
+    RESTART = "restart", "Restart at reopen"
+    CONTINUE = "continue", "Continue"
 
 
 def default_pause_statuses() -> list[str]:
@@ -372,22 +372,25 @@ class Target(models.Model):
         help_text="Ticket statuses during which this clock stops.",
     )
     yellow_pct = models.PositiveSmallIntegerField(
-        default=50, help_text="Warning (yellow) from this % of the target elapsed."
+        "yellow at %", default=50, help_text="Warning (yellow) from this % of the target elapsed."
     )
     orange_pct = models.PositiveSmallIntegerField(
-        default=75, help_text="Danger (orange) from this % of the target elapsed."
+        "orange at %", default=75, help_text="Danger (orange) from this % of the target elapsed."
     )
     yellow_minutes_left = models.PositiveIntegerField(
+        "yellow at minutes left",
         null=True,
         blank=True,
         help_text="Also yellow when this few business minutes are left (whichever comes first).",
     )
     orange_minutes_left = models.PositiveIntegerField(
+        "orange at minutes left",
         null=True,
         blank=True,
         help_text="Also orange when this few business minutes are left (whichever comes first).",
     )
     automated_replies_count = models.BooleanField(
+        "automated replies count",
         default=False,
         help_text="First response only: let automation, bot and auto-acknowledgement replies "
         "meet the target. Off = only a human reply counts.",
@@ -396,11 +399,20 @@ class Target(models.Model):
         max_length=20,
         choices=ReopenBehaviour.choices,
         default=ReopenBehaviour.RESTART,
-        help_text="What a reopened ticket does to this clock.",
+        help_text="What a reopened ticket does to this clock: restart it from the reopen, "
+        "or continue the original clock.",
     )
 
     class Meta:
-        ordering = ["policy", "metric"]
+        # Targets read in the order a ticket meets them: respond, plan, resolve.
+        ordering = [
+            "policy",
+            models.Case(
+                models.When(metric="first_response", then=0),
+                models.When(metric="resolution_plan", then=1),
+                default=2,
+            ),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["policy", "metric"], name="target_unique_metric"),
             models.CheckConstraint(

@@ -278,7 +278,9 @@ def test_editing_a_ticket_in_the_admin_records_events_and_shows_the_timeline(
     page = admin.get(url).content.decode()
     assert "timeline (append-only)" in page.lower()
     assert "Priority changed" in page
-    assert "priority: critical" in page
+    assert "priority: Critical" in page
+    assert "status: Waiting on customer" in page
+    assert f"partner: {ticket.partner.name}" in page
 
 
 def test_the_ticket_subject_is_escaped_in_the_admin(admin: Client) -> None:

@@ -14,9 +14,14 @@ from tickets.actions import TicketActionError, change_ticket, open_ticket
 from tickets.models import (
     OPEN_STATUSES,
     Customer,
+    CustomerTier,
     Partner,
+    PartnerTier,
+    Priority,
     Ticket,
     TicketEvent,
+    TicketKind,
+    TicketStatus,
     User,
 )
 
@@ -93,6 +98,28 @@ class UserAdmin(DjangoUserAdmin):
     )
 
 
+class PartnerTierFilter(admin.SimpleListFilter):
+    title = "partner tier"
+    parameter_name = "partner_tier"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> Any:
+        return PartnerTier.choices
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return queryset.filter(partner__tier=self.value()) if self.value() else queryset
+
+
+class CustomerTierFilter(admin.SimpleListFilter):
+    title = "customer tier"
+    parameter_name = "customer_tier"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> Any:
+        return CustomerTier.choices
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return queryset.filter(customer__tier=self.value()) if self.value() else queryset
+
+
 class TicketEventInline(admin.TabularInline):
     """The ticket's timeline: append-only, so read-only here."""
 
@@ -116,7 +143,31 @@ class TicketEventInline(admin.TabularInline):
 
     @admin.display(description="details")
     def details(self, obj: TicketEvent) -> str:
-        return ", ".join(f"{key}: {value}" for key, value in sorted(obj.payload.items()))
+        return describe_payload(obj.payload)
+
+
+LABELS: dict[str, dict[str, str]] = {
+    "kind": dict(TicketKind.choices),
+    "priority": dict(Priority.choices),
+    "status": dict(TicketStatus.choices),
+}
+RELATED = {"partner_id": Partner, "customer_id": Customer, "assignee_id": User}
+
+
+def describe_payload(payload: dict[str, Any]) -> str:
+    """An event's payload as a person reads it: names instead of ids, labels instead of codes."""
+    parts = []
+    for key, value in sorted(payload.items()):
+        if value in (None, ""):
+            continue
+        name = key.removesuffix("_id")
+        if key in RELATED:
+            row = RELATED[key].objects.filter(pk=value).first()
+            value = str(row) if row is not None else f"#{value} (deleted)"
+        elif key in LABELS:
+            value = LABELS[key].get(value, value)
+        parts.append(f"{name}: {value}")
+    return ", ".join(parts)
 
 
 class TicketAddForm(forms.ModelForm):
@@ -194,8 +245,8 @@ class TicketAdmin(admin.ModelAdmin):
         "status",
         "priority",
         "kind",
-        "partner__tier",
-        "customer__tier",
+        PartnerTierFilter,
+        CustomerTierFilter,
         "partner",
         "source",
     ]

@@ -206,7 +206,11 @@ def _ensure_policies(calendars: dict[str, Calendar], report: SeedReport) -> None
                 "order": 20 + order,
                 "priorities": [priority.value],
                 "description": f"{priority.label} tickets: first human reply within {label}, "
-                "in the partner's business hours.",
+                + (
+                    "around the clock."
+                    if priority == Priority.CRITICAL
+                    else "in the partner's business hours."
+                ),
             },
         )
         if not created:
