@@ -162,7 +162,7 @@ def describe_payload(payload: dict[str, Any]) -> str:
             continue
         name = key.removesuffix("_id")
         if key in RELATED:
-            row = RELATED[key].objects.filter(pk=value).first()
+            row = RELATED[key]._default_manager.filter(pk=value).first()
             value = str(row) if row is not None else f"#{value} (deleted)"
         elif key in LABELS:
             value = LABELS[key].get(value, value)
