@@ -498,3 +498,121 @@ class Target(models.Model):
     @property
     def duration_display(self) -> str:
         return format_duration(self.duration)
+
+
+class ClockStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"
+    MET = "met", "Met"
+    STOPPED = "stopped", "Stopped"
+
+
+class Bucket(models.TextChoices):
+    GREEN = "green", "On track"
+    YELLOW = "yellow", "Warning"
+    ORANGE = "orange", "Danger"
+    RED = "red", "Breached"
+
+
+ACTIVE_CLOCK_STATUSES = (ClockStatus.RUNNING, ClockStatus.PAUSED)
+
+
+class SLAClock(models.Model):
+    """One SLA clock of a ticket: its inputs and the instants computed from them.
+
+    A projection of the ticket's events and the policies (``policies.actions``); the minute
+    tick only moves ``bucket``/``next_change_at``/``breached_at`` along the stored instants.
+    """
+
+    ticket = models.ForeignKey("tickets.Ticket", on_delete=models.CASCADE, related_name="clocks")
+    metric = models.CharField(max_length=30, choices=Metric.choices)
+    cycle = models.PositiveSmallIntegerField(
+        default=0, help_text="0, or the number of reopens before this resolution clock."
+    )
+    policy = models.ForeignKey(
+        Policy, on_delete=models.SET_NULL, null=True, blank=True, related_name="clocks"
+    )
+    target = models.ForeignKey(
+        Target, on_delete=models.SET_NULL, null=True, blank=True, related_name="clocks"
+    )
+    # Inputs.
+    started_at = models.DateTimeField()
+    pauses = models.JSONField(
+        default=list, blank=True, help_text="[[start, end or null], ...] as ISO instants."
+    )
+    met_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    # Computed.
+    status = models.CharField(max_length=10, choices=ClockStatus.choices)
+    due_at = models.DateTimeField(null=True, blank=True)
+    yellow_at = models.DateTimeField(null=True, blank=True)
+    orange_at = models.DateTimeField(null=True, blank=True)
+    breached_at = models.DateTimeField(null=True, blank=True)
+    bucket = models.CharField(max_length=10, choices=Bucket.choices)
+    next_change_at = models.DateTimeField(null=True, blank=True)
+    remaining_seconds = models.FloatField(
+        null=True, blank=True, help_text="Business seconds left when paused."
+    )
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["ticket", "metric", "cycle"]
+        verbose_name = "SLA clock"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["ticket", "metric", "cycle"], name="clock_unique_ticket_metric_cycle"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=ClockStatus.values), name="clock_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(bucket__in=Bucket.values), name="clock_bucket_valid"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=ClockStatus.RUNNING) | Q(due_at__isnull=False),
+                name="clock_running_has_due",
+            ),
+        ]
+        indexes = [
+            # The tick's only lookup: running clocks whose next colour change has come.
+            models.Index(
+                fields=["next_change_at"],
+                condition=Q(status="running") & Q(next_change_at__isnull=False),
+                name="clock_next_change_running",
+            ),
+            models.Index(fields=["status", "bucket"], name="clock_status_bucket"),
+        ]
+
+    def __str__(self) -> str:
+        cycle = f" #{self.cycle + 1}" if self.cycle else ""
+        return f"{self.get_metric_display()}{cycle}: {self.get_status_display()}, {self.bucket}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_CLOCK_STATUSES
+
+    @property
+    def breached(self) -> bool:
+        return self.breached_at is not None
+
+
+class AuditEntry(models.Model):
+    """Who changed a policy, target or calendar, what changed, and what it re-synced."""
+
+    at = models.DateTimeField()
+    user = models.ForeignKey(
+        "tickets.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    object_type = models.CharField(max_length=50)
+    object_id = models.PositiveBigIntegerField(null=True, blank=True)
+    object_repr = models.CharField(max_length=200)
+    action = models.CharField(max_length=20)
+    changes = models.JSONField(default=dict, blank=True)
+    resynced_tickets = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.action} {self.object_type} {self.object_repr}"

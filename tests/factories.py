@@ -67,3 +67,31 @@ def make_ticket(*, now: datetime = DEFAULT_NOW, **fields: Any) -> Ticket:
     fields.setdefault("subject", "Printer on fire")
     fields.setdefault("opened_at", now - timedelta(hours=1))
     return open_ticket(now=now, **fields)
+
+
+def make_always_calendar(**fields: Any) -> Calendar:
+    """A 24×7 calendar in UTC."""
+    fields.setdefault("timezone", "UTC")
+    calendar = make_calendar(business_hours=False, **fields)
+    WorkingInterval.objects.bulk_create(
+        WorkingInterval(calendar=calendar, weekday=day, start=time(0), end=time(0))
+        for day in range(7)
+    )
+    return calendar
+
+
+def make_sla_policy(
+    *, calendar: Calendar | None = None, targets: dict[str, timedelta] | None = None, **fields: Any
+) -> Policy:
+    """A policy with first response / plan / resolution targets (1 h / 4 h / 8 h by default)."""
+    policy = make_policy(**fields)
+    for metric, duration in (
+        targets
+        or {
+            Metric.FIRST_RESPONSE: timedelta(hours=1),
+            Metric.RESOLUTION_PLAN: timedelta(hours=4),
+            Metric.RESOLUTION: timedelta(hours=8),
+        }
+    ).items():
+        Target.objects.create(policy=policy, metric=metric, duration=duration, calendar=calendar)
+    return policy

@@ -75,6 +75,8 @@ def apply_event(ticket: Ticket, event: TicketEvent) -> None:
     payload = event.payload or {}
     at = event.at
     kind = event.kind
+    if kind == EventKind.SLA_CHANGED:
+        return  # slaboard's own annotation of a due-time change, not a fact about the ticket
     if kind == EventKind.CREATED:
         for key, attr in CREATED_FIELDS.items():
             if key in payload:
@@ -219,6 +221,7 @@ def open_ticket(
     )
     apply_event(ticket, event)
     ticket.save()
+    _sync_clocks(ticket, now=now)
     return ticket
 
 
@@ -269,7 +272,18 @@ def record_event(
         project_ticket(locked, list(locked.events.all()))
     locked.save(update_fields=[*PROJECTED_FIELDS, "updated_at"])
     _refresh_from(ticket, locked)
+    cause = ""
+    if kind in (EventKind.PRIORITY_CHANGED, EventKind.ATTRIBUTES_CHANGED):
+        details = ", ".join(f"{key.removesuffix('_id')} {value}" for key, value in payload.items())
+        cause = f"{event.get_kind_display()}: {details}"
+    _sync_clocks(locked, now=now, cause=cause)
     return event
+
+
+def _sync_clocks(ticket: Ticket, *, now: datetime, cause: str = "") -> None:
+    from policies.actions import sync_ticket_clocks  # policies depends on tickets' models
+
+    sync_ticket_clocks(ticket=ticket, now=now, cause=cause)
 
 
 def _refresh_from(target: Ticket, source: Ticket) -> None:

@@ -93,6 +93,7 @@ class EventKind(models.TextChoices):
     REOPENED = "reopened", "Reopened"
     CLOSED = "closed", "Closed"
     NOTE = "note", "Note"
+    SLA_CHANGED = "sla_changed", "SLA due time changed"
 
 
 class Partner(models.Model):

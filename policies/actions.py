@@ -1,0 +1,440 @@
+"""Writes about time: syncing SLA clocks from events and policies, rebuilding, the tick.
+
+Every entry point that changes a ticket goes through ``tickets.actions``, which calls
+``sync_ticket_clocks`` in the same transaction. Policy, target and calendar edits call
+``resync_open_clocks``. The minute beat calls ``reevaluate_due_clocks``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+from django.db import transaction
+from django.db.models import Case, F, Q, Value, When
+
+from policies.businesstime import Calendar as BusinessCalendar
+from policies.clocks import ClockResult, TargetSpec, compute_clocks
+from policies.models import (
+    ACTIVE_CLOCK_STATUSES,
+    AuditEntry,
+    Bucket,
+    Calendar,
+    ClockStatus,
+    Policy,
+    ReopenBehaviour,
+    SLAClock,
+)
+from tickets.models import (
+    OPEN_STATUSES,
+    ActorKind,
+    Customer,
+    EventKind,
+    Partner,
+    Ticket,
+    TicketEvent,
+)
+
+# Built business calendars, keyed by (id, updated_at): every process rebuilds a calendar at
+# most once per edit (saving a calendar in the admin bumps updated_at).
+_calendar_cache: dict[tuple[int, datetime], BusinessCalendar] = {}
+_calendar_lock = threading.Lock()
+ALWAYS = BusinessCalendar.always("UTC")
+
+
+def business_calendar(calendar: Calendar) -> BusinessCalendar:
+    key = (calendar.pk, calendar.updated_at)
+    cached = _calendar_cache.get(key)
+    if cached is None:
+        cached = calendar.to_business_calendar()
+        with _calendar_lock:
+            if len(_calendar_cache) > 512:
+                _calendar_cache.clear()
+            _calendar_cache[key] = cached
+    return cached
+
+
+@dataclass
+class TargetResolver:
+    """Which targets apply to a ticket's attributes: the first matching active policy.
+
+    Loads active policies, their targets and the calendars once; reuse one resolver across
+    many tickets (rebuilds, imports) to keep queries per ticket constant.
+    """
+
+    policies: list[tuple[Policy, set[int]]] = field(default_factory=list)
+    calendars: dict[int, BusinessCalendar] = field(default_factory=dict)
+    customer_tiers: dict[int, str] = field(default_factory=dict)
+    partners: dict[int, tuple[str, int | None]] = field(default_factory=dict)
+    _cache: dict[Hashable, Mapping[str, TargetSpec]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls) -> TargetResolver:
+        resolver = cls()
+        policies = list(
+            Policy.objects.filter(active=True)
+            .order_by("order", "pk")
+            .prefetch_related("targets", "partners")
+        )
+        resolver.policies = [(p, {partner.pk for partner in p.partners.all()}) for p in policies]
+        resolver.calendars = {c.pk: business_calendar(c) for c in Calendar.objects.all()}
+        return resolver
+
+    def _customer_tier(self, customer_id: int | None) -> str | None:
+        if customer_id is None:
+            return None
+        if customer_id not in self.customer_tiers:
+            self.customer_tiers.update(
+                Customer.objects.filter(pk=customer_id).values_list("pk", "tier")
+            )
+        return self.customer_tiers.get(customer_id)
+
+    def _partner(self, partner_id: int) -> tuple[str, int | None]:
+        if partner_id not in self.partners:
+            for pk, tier, calendar_id in Partner.objects.filter(pk=partner_id).values_list(
+                "pk", "tier", "default_calendar_id"
+            ):
+                self.partners[pk] = (tier, calendar_id)
+        return self.partners.get(partner_id, ("", None))
+
+    def prime(self, tickets: Iterable[Ticket]) -> None:
+        """Fetch the customers and partners of many tickets in two queries."""
+        tickets = list(tickets)
+        customer_ids = {t.customer_id for t in tickets if t.customer_id} - set(self.customer_tiers)
+        partner_ids = {t.partner_id for t in tickets} - set(self.partners)
+        if customer_ids:
+            self.customer_tiers.update(
+                Customer.objects.filter(pk__in=customer_ids).values_list("pk", "tier")
+            )
+        if partner_ids:
+            for pk, tier, calendar_id in Partner.objects.filter(pk__in=partner_ids).values_list(
+                "pk", "tier", "default_calendar_id"
+            ):
+                self.partners[pk] = (tier, calendar_id)
+
+    def __call__(self, key: Hashable) -> Mapping[str, TargetSpec]:
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        kind, priority, customer_id, partner_id = cast(tuple[str, str, int | None, int], key)
+        customer_tier = self._customer_tier(customer_id)
+        partner_tier, partner_calendar = self._partner(partner_id)
+        specs: dict[str, TargetSpec] = {}
+        for policy, partner_ids in self.policies:
+            if policy.kinds and kind not in policy.kinds:
+                continue
+            if policy.priorities and priority not in policy.priorities:
+                continue
+            if policy.customer_tiers and customer_tier not in policy.customer_tiers:
+                continue
+            if policy.partner_tiers and partner_tier not in policy.partner_tiers:
+                continue
+            if partner_ids and partner_id not in partner_ids:
+                continue
+            for target in policy.targets.all():
+                calendar_id = target.calendar_id or partner_calendar
+                calendar = self.calendars.get(calendar_id) if calendar_id else None
+                specs[target.metric] = TargetSpec(
+                    metric=target.metric,
+                    seconds=target.duration.total_seconds(),
+                    calendar=calendar or ALWAYS,
+                    pause_statuses=frozenset(target.pause_statuses or ()),
+                    yellow_pct=target.yellow_pct,
+                    orange_pct=target.orange_pct,
+                    yellow_minutes_left=target.yellow_minutes_left,
+                    orange_minutes_left=target.orange_minutes_left,
+                    automated_replies_count=target.automated_replies_count,
+                    restart_on_reopen=target.on_reopen == ReopenBehaviour.RESTART,
+                    target_id=target.pk,
+                    policy_id=policy.pk,
+                )
+            break
+        self._cache[key] = specs
+        return specs
+
+
+def _pauses_json(pauses: list[tuple[datetime, datetime | None]]) -> list[list[str | None]]:
+    return [[s.isoformat(), e.isoformat() if e else None] for s, e in pauses]
+
+
+CLOCK_FIELDS = [
+    "policy_id",
+    "target_id",
+    "started_at",
+    "pauses",
+    "met_at",
+    "stopped_at",
+    "status",
+    "due_at",
+    "yellow_at",
+    "orange_at",
+    "breached_at",
+    "bucket",
+    "next_change_at",
+    "remaining_seconds",
+]
+
+
+def _values(result: ClockResult) -> dict[str, Any]:
+    return {
+        "policy_id": result.policy_id,
+        "target_id": result.target_id,
+        "started_at": result.started_at,
+        "pauses": _pauses_json(result.pauses),
+        "met_at": result.met_at,
+        "stopped_at": result.stopped_at,
+        "status": result.status,
+        "due_at": result.due_at,
+        "yellow_at": result.yellow_at,
+        "orange_at": result.orange_at,
+        "breached_at": result.breached_at,
+        "bucket": result.bucket,
+        "next_change_at": result.next_change_at,
+        "remaining_seconds": result.remaining_seconds,
+    }
+
+
+@dataclass
+class SyncReport:
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    due_changes: list[tuple[str, int, datetime | None, datetime | None]] = field(
+        default_factory=list
+    )
+
+    @property
+    def changed(self) -> int:
+        return self.created + self.updated + self.deleted
+
+
+def sync_ticket_clocks(
+    *,
+    ticket: Ticket,
+    now: datetime,
+    events: list[TicketEvent] | None = None,
+    resolver: TargetResolver | None = None,
+    existing: list[SLAClock] | None = None,
+    cause: str = "",
+) -> SyncReport:
+    """Make the ticket's stored clocks equal the projection of its events at ``now``.
+
+    When ``cause`` is given (a policy, target or calendar edit, or a change of priority or
+    attributes), every due time that moves is recorded in the ticket's timeline with it.
+    """
+    from tickets.history import ticket_history
+
+    if events is None:
+        events = list(ticket.events.all())
+    if resolver is None:
+        resolver = TargetResolver.load()
+    if existing is None:
+        existing = list(SLAClock.objects.filter(ticket=ticket))
+    history = ticket_history(ticket, events)
+    results = compute_clocks(history, resolver, now)
+    stored = {(c.metric, c.cycle): c for c in existing}
+    report = SyncReport()
+    to_create: list[SLAClock] = []
+    to_update: list[SLAClock] = []
+    for result in results:
+        values = _values(result)
+        clock = stored.pop((result.metric, result.cycle), None)
+        if clock is None:
+            to_create.append(
+                SLAClock(
+                    ticket_id=ticket.pk,
+                    metric=result.metric,
+                    cycle=result.cycle,
+                    updated_at=now,
+                    **values,
+                )
+            )
+            continue
+        if all(getattr(clock, name) == value for name, value in values.items()):
+            continue
+        if cause and clock.due_at != result.due_at and result.due_at is not None:
+            report.due_changes.append((result.metric, result.cycle, clock.due_at, result.due_at))
+        for name, value in values.items():
+            setattr(clock, name, value)
+        clock.updated_at = now
+        to_update.append(clock)
+    if to_create:
+        SLAClock.objects.bulk_create(to_create)
+    if to_update:
+        SLAClock.objects.bulk_update(to_update, [*CLOCK_FIELDS, "updated_at"])
+    if stored:
+        SLAClock.objects.filter(pk__in=[c.pk for c in stored.values()]).delete()
+    report.created, report.updated, report.deleted = len(to_create), len(to_update), len(stored)
+    if report.due_changes:
+        TicketEvent.objects.bulk_create(
+            TicketEvent(
+                ticket_id=ticket.pk,
+                kind=EventKind.SLA_CHANGED,
+                at=now,
+                actor_kind=ActorKind.SYSTEM,
+                payload={
+                    "metric": metric,
+                    "cycle": cycle,
+                    "old_due": old.isoformat() if old else None,
+                    "new_due": new.isoformat() if new else None,
+                    "cause": cause,
+                },
+            )
+            for metric, cycle, old, new in report.due_changes
+        )
+    return report
+
+
+def rebuild_clocks(
+    *, now: datetime, ticket_ids: Iterable[int] | None = None, batch_size: int = 500
+) -> SyncReport:
+    """Recompute clocks from events for the given tickets (all tickets when None)."""
+    tickets = Ticket.objects.order_by("pk")
+    if ticket_ids is not None:
+        tickets = tickets.filter(pk__in=list(ticket_ids))
+    total = SyncReport()
+    resolver = TargetResolver.load()
+    last_pk = 0
+    while True:
+        batch = list(tickets.filter(pk__gt=last_pk)[:batch_size])
+        if not batch:
+            break
+        last_pk = batch[-1].pk
+        resolver.prime(batch)
+        events: dict[int, list[TicketEvent]] = {t.pk: [] for t in batch}
+        for event in TicketEvent.objects.filter(ticket__in=batch).order_by("at", "pk"):
+            events[event.ticket_id].append(event)
+        clocks: dict[int, list[SLAClock]] = {t.pk: [] for t in batch}
+        for clock in SLAClock.objects.filter(ticket__in=batch):
+            clocks[clock.ticket_id].append(clock)
+        with transaction.atomic():
+            for ticket in batch:
+                report = sync_ticket_clocks(
+                    ticket=ticket,
+                    now=now,
+                    events=events[ticket.pk],
+                    resolver=resolver,
+                    existing=clocks[ticket.pk],
+                )
+                total.created += report.created
+                total.updated += report.updated
+                total.deleted += report.deleted
+    return total
+
+
+def open_ticket_ids_for_calendar(calendar_id: int) -> list[int]:
+    """Open tickets whose clocks may run on this calendar (directly or as partner default)."""
+    uses_calendar = Q(clocks__target__calendar_id=calendar_id) | Q(
+        clocks__target__calendar__isnull=True, partner__default_calendar_id=calendar_id
+    )
+    return list(
+        Ticket.objects.filter(status__in=OPEN_STATUSES)
+        .filter(uses_calendar)
+        .values_list("pk", flat=True)
+        .distinct()
+    )
+
+
+def resync_open_clocks(
+    *, now: datetime, cause: str, ticket_ids: Iterable[int] | None = None, batch_size: int = 500
+) -> int:
+    """Re-sync the clocks of open tickets (all, or ``ticket_ids``) after a rule changed.
+
+    Due times that move are written to each ticket's timeline with ``cause``.
+    """
+    tickets = Ticket.objects.filter(status__in=OPEN_STATUSES).order_by("pk")
+    if ticket_ids is not None:
+        tickets = tickets.filter(pk__in=list(ticket_ids))
+    resolver = TargetResolver.load()
+    last_pk = 0
+    count = 0
+    while True:
+        batch = list(tickets.filter(pk__gt=last_pk)[:batch_size])
+        if not batch:
+            return count
+        last_pk = batch[-1].pk
+        resolver.prime(batch)
+        with transaction.atomic():
+            for ticket in batch:
+                sync_ticket_clocks(ticket=ticket, now=now, resolver=resolver, cause=cause)
+                count += 1
+
+
+def record_audit(
+    *,
+    now: datetime,
+    user: Any,
+    obj: Any,
+    action: str,
+    changes: dict[str, Any],
+    resynced: int = 0,
+) -> AuditEntry:
+    return AuditEntry.objects.create(
+        at=now,
+        user=user if getattr(user, "pk", None) else None,
+        object_type=obj._meta.verbose_name,
+        object_id=obj.pk,
+        object_repr=str(obj)[:200],
+        action=action,
+        changes=changes,
+        resynced_tickets=resynced,
+    )
+
+
+def reevaluate_due_clocks(*, now: datetime, batch_size: int = 50_000) -> int:
+    """Move every running clock whose next colour change has come; return how many moved.
+
+    One conditional UPDATE per batch over the partial index on ``next_change_at``: the cost
+    grows with the clocks that change, not with the open tickets. Running it twice with the
+    same ``now`` changes nothing the second time; after downtime one run catches up.
+    """
+    moved = 0
+    due = Q(status=ClockStatus.RUNNING, next_change_at__lte=now)
+    red = Q(due_at__lte=now) | Q(breached_at__lte=now)
+    new_bucket = Case(
+        When(red, then=Value(Bucket.RED)),
+        When(orange_at__lte=now, then=Value(Bucket.ORANGE)),
+        When(yellow_at__lte=now, then=Value(Bucket.YELLOW)),
+        default=Value(Bucket.GREEN),
+    )
+    next_change = Case(
+        When(red, then=Value(None)),
+        When(orange_at__lte=now, then=F("due_at")),
+        When(yellow_at__lte=now, then=F("orange_at")),
+        default=F("yellow_at"),
+    )
+    breached = Case(
+        When(breached_at__isnull=False, then=F("breached_at")),
+        When(due_at__lte=now, then=F("due_at")),
+        default=Value(None),
+    )
+    while True:
+        ids = list(
+            SLAClock.objects.filter(due)
+            .order_by("next_change_at")
+            .values_list("pk", flat=True)[:batch_size]
+        )
+        if not ids:
+            return moved
+        moved += SLAClock.objects.filter(due, pk__in=ids).update(
+            bucket=new_bucket, next_change_at=next_change, breached_at=breached, updated_at=now
+        )
+
+
+def clock_counts(queryset: Any = None) -> dict[str, dict[str, int]]:
+    """{metric: {bucket: count}} over active clocks."""
+    from django.db.models import Count
+
+    clocks = queryset if queryset is not None else SLAClock.objects.all()
+    counts: dict[str, dict[str, int]] = {}
+    rows = (
+        clocks.filter(status__in=ACTIVE_CLOCK_STATUSES)
+        .values("metric", "bucket")
+        .annotate(n=Count("pk"))
+    )
+    for row in rows:
+        counts.setdefault(row["metric"], {})[row["bucket"]] = row["n"]
+    return counts
