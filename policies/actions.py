@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Case, F, Q, Value, When
 
 from policies.businesstime import Calendar as BusinessCalendar
@@ -82,6 +82,10 @@ class TargetResolver:
         resolver.policies = [(p, {partner.pk for partner in p.partners.all()}) for p in policies]
         resolver.calendars = {c.pk: business_calendar(c) for c in Calendar.objects.all()}
         return resolver
+
+    def fork(self) -> TargetResolver:
+        """A resolver sharing the loaded policies and calendars, with fresh ticket caches."""
+        return TargetResolver(policies=self.policies, calendars=self.calendars)
 
     def _customer_tier(self, customer_id: int | None) -> str | None:
         if customer_id is None:
@@ -154,6 +158,33 @@ class TargetResolver:
             break
         self._cache[key] = specs
         return specs
+
+
+_shared: tuple[tuple[Any, ...], TargetResolver] | None = None
+_shared_lock = threading.Lock()
+
+
+def rules_version() -> tuple[Any, ...]:
+    """One cheap query that changes whenever a policy, target or calendar part changes."""
+    tables = [Policy._meta.db_table, Calendar._meta.db_table]
+    sql = "SELECT " + ", ".join(
+        f"(SELECT MAX(updated_at) FROM {t}), (SELECT COUNT(*) FROM {t})" for t in tables
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return tuple(cursor.fetchone() or ())
+
+
+def current_resolver() -> TargetResolver:
+    """A resolver for this process, reloaded only when the rules changed."""
+    global _shared
+    version = rules_version()
+    shared = _shared
+    if shared is None or shared[0] != version:
+        shared = (version, TargetResolver.load())
+        with _shared_lock:
+            _shared = shared
+    return shared[1].fork()
 
 
 def _pauses_json(pauses: list[tuple[datetime, datetime | None]]) -> list[list[str | None]]:
@@ -230,7 +261,7 @@ def sync_ticket_clocks(
     if events is None:
         events = list(ticket.events.all())
     if resolver is None:
-        resolver = TargetResolver.load()
+        resolver = current_resolver()
     if existing is None:
         existing = list(SLAClock.objects.filter(ticket=ticket))
     history = ticket_history(ticket, events)
@@ -263,8 +294,8 @@ def sync_ticket_clocks(
         to_update.append(clock)
     if to_create:
         SLAClock.objects.bulk_create(to_create)
-    if to_update:
-        SLAClock.objects.bulk_update(to_update, [*CLOCK_FIELDS, "updated_at"])
+    for clock in to_update:
+        clock.save(update_fields=[*CLOCK_FIELDS, "updated_at"])
     if stored:
         SLAClock.objects.filter(pk__in=[c.pk for c in stored.values()]).delete()
     report.created, report.updated, report.deleted = len(to_create), len(to_update), len(stored)
@@ -296,7 +327,7 @@ def rebuild_clocks(
     if ticket_ids is not None:
         tickets = tickets.filter(pk__in=list(ticket_ids))
     total = SyncReport()
-    resolver = TargetResolver.load()
+    resolver = current_resolver()
     last_pk = 0
     while True:
         batch = list(tickets.filter(pk__gt=last_pk)[:batch_size])
@@ -348,7 +379,7 @@ def resync_open_clocks(
     tickets = Ticket.objects.filter(status__in=OPEN_STATUSES).order_by("pk")
     if ticket_ids is not None:
         tickets = tickets.filter(pk__in=list(ticket_ids))
-    resolver = TargetResolver.load()
+    resolver = current_resolver()
     last_pk = 0
     count = 0
     while True:

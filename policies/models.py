@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
+from django.utils import timezone
 
 from policies.durations import format_duration
 from tickets.models import (
@@ -80,6 +81,10 @@ class Calendar(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def touch(self) -> None:
+        """Mark the calendar changed (built business calendars are cached by updated_at)."""
+        Calendar.objects.filter(pk=self.pk).update(updated_at=timezone.now())
+
     def weekly_hours(self) -> float:
         """Nominal working hours in a week (ignores holidays and DST)."""
         total = 0
@@ -109,7 +114,23 @@ class Calendar(models.Model):
         )
 
 
-class WorkingInterval(models.Model):
+class CalendarPart(models.Model):
+    """A row that belongs to a calendar: saving or deleting it marks the calendar changed."""
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        super().save(*args, **kwargs)
+        Calendar.objects.filter(pk=self.calendar_id).update(updated_at=timezone.now())  # type: ignore[attr-defined]
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        result = super().delete(*args, **kwargs)
+        Calendar.objects.filter(pk=self.calendar_id).update(updated_at=timezone.now())  # type: ignore[attr-defined]
+        return result
+
+
+class WorkingInterval(CalendarPart):
     """One working interval of a weekday. End at or before start = runs past midnight."""
 
     calendar = models.ForeignKey(Calendar, on_delete=models.CASCADE, related_name="intervals")
@@ -154,7 +175,7 @@ class WorkingInterval(models.Model):
                 raise ValidationError("Working times are whole minutes (e.g. 09:00, 17:30).")
 
 
-class Holiday(models.Model):
+class Holiday(CalendarPart):
     """A local date on which the calendar's own intervals do not apply."""
 
     calendar = models.ForeignKey(Calendar, on_delete=models.CASCADE, related_name="holidays")
@@ -171,7 +192,7 @@ class Holiday(models.Model):
         return f"{self.date:%Y-%m-%d} {self.name}".strip()
 
 
-class DateOverride(models.Model):
+class DateOverride(CalendarPart):
     """Special hours on one date: replaces that date's weekly intervals (e.g. Christmas Eve)."""
 
     calendar = models.ForeignKey(Calendar, on_delete=models.CASCADE, related_name="overrides")
@@ -223,7 +244,7 @@ class DateOverride(models.Model):
             raise ValidationError({"end": "The end must differ from the start."})
 
 
-class Closure(models.Model):
+class Closure(CalendarPart):
     """A one-off closure of exact instants (a maintenance window, an office move)."""
 
     calendar = models.ForeignKey(Calendar, on_delete=models.CASCADE, related_name="closures")
@@ -318,6 +339,10 @@ class Policy(models.Model):
                 )
         if errors:
             raise ValidationError(errors)
+
+    def touch(self) -> None:
+        """Mark the policy changed (loaded policies are cached until something changes)."""
+        Policy.objects.filter(pk=self.pk).update(updated_at=timezone.now())
 
     def conditions_summary(self) -> str:
         parts = []
@@ -498,6 +523,15 @@ class Target(models.Model):
     @property
     def duration_display(self) -> str:
         return format_duration(self.duration)
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        super().save(*args, **kwargs)
+        Policy.objects.filter(pk=self.policy_id).update(updated_at=timezone.now())
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        result = super().delete(*args, **kwargs)
+        Policy.objects.filter(pk=self.policy_id).update(updated_at=timezone.now())
+        return result
 
 
 class ClockStatus(models.TextChoices):

@@ -119,6 +119,7 @@ class Partner(models.Model):
         blank=True, help_text="Addresses to notify, one per line or separated by commas."
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["name"]
@@ -147,6 +148,7 @@ class Customer(models.Model):
         max_length=20, choices=CustomerTier.choices, default=CustomerTier.BUSINESS
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["name"]
