@@ -469,6 +469,15 @@ class Target(models.Model):
     def __str__(self) -> str:
         return f"{self.get_metric_display()} in {format_duration(self.duration)}"
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        super().save(*args, **kwargs)
+        Policy.objects.filter(pk=self.policy_id).update(updated_at=timezone.now())
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        result = super().delete(*args, **kwargs)
+        Policy.objects.filter(pk=self.policy_id).update(updated_at=timezone.now())
+        return result
+
     def clean(self) -> None:
         super().clean()
         errors: dict[str, str] = {}
@@ -523,15 +532,6 @@ class Target(models.Model):
     @property
     def duration_display(self) -> str:
         return format_duration(self.duration)
-
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        super().save(*args, **kwargs)
-        Policy.objects.filter(pk=self.policy_id).update(updated_at=timezone.now())
-
-    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
-        result = super().delete(*args, **kwargs)
-        Policy.objects.filter(pk=self.policy_id).update(updated_at=timezone.now())
-        return result
 
 
 class ClockStatus(models.TextChoices):

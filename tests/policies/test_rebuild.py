@@ -47,8 +47,11 @@ FIELDS = [
 STATUSES = ["open", "waiting_on_customer", "waiting_on_third_party", "on_hold", "open"]
 
 
-def _random_history(rng: random.Random, opened: datetime) -> list[tuple[datetime, str, dict, str]]:
-    events = []
+Delivery = tuple[datetime, str, dict[str, str], str]
+
+
+def _random_history(rng: random.Random, opened: datetime) -> list[Delivery]:
+    events: list[Delivery] = []
     t = opened
     for _ in range(rng.randint(0, 8)):
         t += timedelta(minutes=rng.expovariate(1 / 90))
