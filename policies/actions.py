@@ -469,3 +469,29 @@ def clock_counts(queryset: Any = None) -> dict[str, dict[str, int]]:
     for row in rows:
         counts.setdefault(row["metric"], {})[row["bucket"]] = row["n"]
     return counts
+
+
+# Re-syncs touching more open tickets than this run in the background (Celery).
+INLINE_RESYNC_LIMIT = 500
+
+
+def schedule_resync(*, now: datetime, cause: str, ticket_ids: list[int] | None) -> str:
+    """Re-sync affected open clocks now (few) or in the background (many). Returns how."""
+    tickets = Ticket.objects.filter(status__in=OPEN_STATUSES)
+    if ticket_ids is not None:
+        tickets = tickets.filter(pk__in=ticket_ids)
+    count = tickets.count()
+    if count <= INLINE_RESYNC_LIMIT:
+        resync_open_clocks(now=now, cause=cause, ticket_ids=ticket_ids)
+        return f"re-synced the clocks of {count} open ticket(s)"
+
+    def enqueue() -> None:
+        from policies.tasks import resync_open_clocks_task
+
+        try:
+            resync_open_clocks_task.delay(ticket_ids, cause)
+        except Exception:  # the broker is down: do it here rather than lose it
+            resync_open_clocks(now=now, cause=cause, ticket_ids=ticket_ids)
+
+    transaction.on_commit(enqueue)
+    return f"re-syncing the clocks of {count} open tickets in the background"

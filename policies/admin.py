@@ -5,13 +5,30 @@ from datetime import time, timedelta
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 
+from policies.actions import (
+    business_calendar,
+    open_ticket_ids_for_calendar,
+    record_audit,
+    schedule_resync,
+)
+from policies.audit import calendar_snapshot, diff, policy_snapshot
+from policies.businesstime import CalendarError
 from policies.durations import DurationFormatError, format_duration, parse_duration
+from policies.holiday_import import MAX_YEARS, country_choices, import_holidays, subdivisions
 from policies.models import (
     WEEKDAY_NAMES,
+    AuditEntry,
     Calendar,
     Closure,
     DateOverride,
@@ -82,6 +99,12 @@ class WorkingIntervalFormSet(forms.BaseInlineFormSet):
             raise forms.ValidationError(
                 "Working intervals overlap — merge or shorten them: " + "; ".join(problems) + "."
             )
+        calendar = self.instance
+        if not by_day and calendar.pk is not None and calendar.targets.exists():
+            raise forms.ValidationError(
+                "This calendar is used by SLA targets, so it needs some working time: "
+                "add at least one working interval (00:00–00:00 is a whole day)."
+            )
 
 
 class WorkingIntervalInline(admin.TabularInline):
@@ -119,6 +142,44 @@ class CalendarForm(forms.ModelForm):
         widgets = {"timezone": TimezoneSelect}
 
 
+class HolidayImportForm(forms.Form):
+    country = forms.ChoiceField(choices=[("", "— choose —")])
+    subdivision = forms.CharField(
+        required=False,
+        max_length=10,
+        help_text="State, province or region code, e.g. NY for New York, BY for Bavaria.",
+    )
+    first_year = forms.IntegerField(min_value=1970, max_value=2100)
+    last_year = forms.IntegerField(min_value=1970, max_value=2100)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        country = self.fields["country"]
+        assert isinstance(country, forms.ChoiceField)
+        country.choices = [("", "— choose —"), *country_choices()]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        first, last = data.get("first_year"), data.get("last_year")
+        if first is not None and last is not None:
+            if last < first:
+                self.add_error("last_year", "The last year must not be before the first year.")
+            elif last - first + 1 > MAX_YEARS:
+                self.add_error("last_year", f"Import at most {MAX_YEARS} years at a time.")
+        country, subdivision = data.get("country"), (data.get("subdivision") or "").strip()
+        if country and subdivision:
+            known = subdivisions(country)
+            if subdivision not in known:
+                listed = ", ".join(known[:40]) + (" …" if len(known) > 40 else "")
+                self.add_error(
+                    "subdivision",
+                    f"{subdivision!r} is not a subdivision of {country}"
+                    + (f"; choose one of {listed}." if known else " (it has none)."),
+                )
+        data["subdivision"] = subdivision
+        return data
+
+
 @admin.register(Calendar)
 class CalendarAdmin(admin.ModelAdmin):
     form = CalendarForm
@@ -126,6 +187,7 @@ class CalendarAdmin(admin.ModelAdmin):
     list_filter = ["timezone"]
     search_fields = ["name", "description"]
     inlines = [WorkingIntervalInline, HolidayInline, DateOverrideInline, ClosureInline]
+    change_form_template = "admin/policies/calendar/change_form.html"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Calendar]:
         return (
@@ -134,6 +196,26 @@ class CalendarAdmin(admin.ModelAdmin):
             .annotate(holiday_total=Count("holidays", distinct=True))
             .prefetch_related("intervals")
         )
+
+    def get_urls(self) -> list[Any]:
+        view = self.admin_site.admin_view(self.import_holidays_view)
+        return [
+            path("<int:pk>/import-holidays/", view, name="policies_calendar_import_holidays"),
+            *super().get_urls(),
+        ]
+
+    def save_model(self, request: HttpRequest, obj: Calendar, form: Any, change: bool) -> None:
+        before = Calendar.objects.filter(pk=obj.pk).first() if change else None
+        request._slaboard_before = calendar_snapshot(before)  # type: ignore[attr-defined]
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        calendar = form.instance
+        calendar.touch()
+        changes = diff(getattr(request, "_slaboard_before", {}), calendar_snapshot(calendar))
+        if change and changes:
+            _resync_and_audit(request, calendar, changes, calendar_id=calendar.pk)
 
     @admin.display(description="hours / week")
     def weekly_hours_display(self, obj: Calendar) -> str:
@@ -164,8 +246,78 @@ class CalendarAdmin(admin.ModelAdmin):
     def holiday_count(self, obj: Any) -> int:
         return int(obj.holiday_total)
 
+    def import_holidays_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        calendar = get_object_or_404(Calendar, pk=pk)
+        if not self.has_change_permission(request, calendar):
+            raise PermissionDenied
+        year = timezone.now().year
+        form = HolidayImportForm(
+            request.POST or None, initial={"first_year": year, "last_year": year + 1}
+        )
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            before = calendar_snapshot(calendar)
+            with transaction.atomic():
+                added, existing = import_holidays(
+                    calendar=calendar,
+                    country=data["country"],
+                    subdivision=data["subdivision"],
+                    first_year=data["first_year"],
+                    last_year=data["last_year"],
+                )
+                calendar.refresh_from_db()
+                where = data["country"] + (f"-{data['subdivision']}" if data["subdivision"] else "")
+                summary = (
+                    f"Imported {added} public holidays of {where} for "
+                    f"{data['first_year']}–{data['last_year']} ({existing} were already there)."
+                )
+                if added:
+                    _resync_and_audit(
+                        request,
+                        calendar,
+                        diff(before, calendar_snapshot(calendar)),
+                        calendar_id=calendar.pk,
+                        action="imported holidays",
+                    )
+            self.message_user(request, summary, messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:policies_calendar_change", args=[pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Import public holidays into {calendar}",
+            "calendar": calendar,
+            "form": form,
+            "opts": self.opts,
+            "original": calendar,
+        }
+        return TemplateResponse(request, "admin/policies/calendar/import_holidays.html", context)
+
+
+def _resync_and_audit(
+    request: HttpRequest,
+    obj: Any,
+    changes: dict[str, Any],
+    *,
+    calendar_id: int | None = None,
+    action: str = "changed",
+) -> None:
+    """After a rule changed: re-sync the open clocks it may affect and record who did what."""
+    now = timezone.now()
+    ticket_ids = open_ticket_ids_for_calendar(calendar_id) if calendar_id is not None else None
+    cause = f"{obj._meta.verbose_name.capitalize()} '{obj}' {action} by {request.user}"
+    how = schedule_resync(now=now, cause=cause, ticket_ids=ticket_ids)
+    count = len(ticket_ids) if ticket_ids is not None else None
+    record_audit(
+        now=now, user=request.user, obj=obj, action=action, changes=changes, resynced=count or 0
+    )
+    messages.info(request, f"Audit recorded; {how}.")
+
 
 class TargetForm(forms.ModelForm):
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        _check_target_calendar(self)
+        return data
+
     duration = ReadableDurationField(help_text="Business time: 15 min, 4 h, 1 d 2 h.")
     pause_statuses = JSONChoicesField(
         choices=[
@@ -186,7 +338,7 @@ class TargetForm(forms.ModelForm):
             "orange_minutes_left": forms.NumberInput(attrs={"style": "width: 5em"}),
         }
         help_texts = {
-            "calendar": "Empty = the partner's calendar.",
+            "calendar": "Empty = the partner's calendar (24×7 if it has none).",
             "yellow_pct": "",
             "orange_pct": "",
             "yellow_minutes_left": "Optional; the earlier of % and minutes wins.",
@@ -206,6 +358,20 @@ class TargetForm(forms.ModelForm):
             "automated_replies_count",
             "on_reopen",
         ]
+
+
+def _check_target_calendar(form: forms.ModelForm) -> None:
+    calendar = form.cleaned_data.get("calendar")
+    if calendar is None:
+        return
+    try:
+        business_calendar(calendar).next_open(timezone.now())
+    except CalendarError:
+        form.add_error(
+            "calendar",
+            f"Calendar '{calendar}' has no working time, so this target could never fall due: "
+            "add working intervals to it or choose another calendar.",
+        )
 
 
 class TargetInline(admin.StackedInline):
@@ -269,13 +435,61 @@ class PolicyAdmin(admin.ModelAdmin):
     search_fields = ["name", "description"]
     filter_horizontal = ["partners"]
     inlines = [TargetInline]
+    readonly_fields = ["preview"]
     fieldsets = [
         (None, {"fields": ["name", ("order", "active"), "description"]}),
         (
             "Applies to (the first matching active policy, by order, applies)",
             {"fields": ["kinds", "priorities", "customer_tiers", "partner_tiers", "partners"]},
         ),
+        ("Preview", {"fields": ["preview"]}),
     ]
+
+    def save_model(self, request: HttpRequest, obj: Policy, form: Any, change: bool) -> None:
+        before = Policy.objects.filter(pk=obj.pk).first() if change else None
+        request._slaboard_before = policy_snapshot(before)  # type: ignore[attr-defined]
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        policy = form.instance
+        policy.touch()
+        before = getattr(request, "_slaboard_before", {})
+        changes = diff(before, policy_snapshot(policy))
+        if changes:
+            _resync_and_audit(request, policy, changes, action="changed" if change else "created")
+
+    def delete_model(self, request: HttpRequest, obj: Policy) -> None:
+        changes = diff(policy_snapshot(obj), {})
+        super().delete_model(request, obj)
+        _resync_and_audit(request, obj, changes, action="deleted")
+
+    @admin.display(description="due times for a ticket opened now")
+    def preview(self, obj: Policy) -> str:
+        if obj.pk is None:
+            return "Save the policy to see a preview."
+        now = timezone.now()
+        rows = []
+        for target in obj.targets.select_related("calendar"):
+            if target.calendar is None:
+                rows.append((target.get_metric_display(), "depends on the partner's calendar"))
+                continue
+            try:
+                due = business_calendar(target.calendar).add(now, target.duration.total_seconds())
+            except CalendarError as error:
+                rows.append((target.get_metric_display(), str(error)))
+                continue
+            local = due.astimezone(business_calendar(target.calendar).tz)
+            rows.append(
+                (
+                    target.get_metric_display(),
+                    f"{local:%a %d %b %H:%M} {target.calendar.timezone} "
+                    f"({format_duration(target.duration)} on {target.calendar})",
+                )
+            )
+        if not rows:
+            return "No targets yet."
+        return format_html("<ul>{}</ul>", format_html_join("", "<li><b>{}</b>: {}</li>", rows))
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Policy]:
         return super().get_queryset(request).prefetch_related("targets", "partners")
@@ -293,4 +507,40 @@ class PolicyAdmin(admin.ModelAdmin):
     def targets_summary(self, obj: Policy) -> str:
         return ", ".join(
             f"{t.get_metric_display()} {format_duration(t.duration)}" for t in obj.targets.all()
+        )
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    list_display = ["at", "user", "action", "object_type", "object_repr", "resynced_tickets"]
+    list_filter = ["object_type", "action"]
+    search_fields = ["object_repr", "user__username"]
+    readonly_fields = [
+        "at",
+        "user",
+        "action",
+        "object_type",
+        "object_id",
+        "object_repr",
+        "changes_table",
+        "resynced_tickets",
+    ]
+    fields = tuple(readonly_fields)
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="changes")
+    def changes_table(self, obj: AuditEntry) -> str:
+        rows = [(key, str(old), str(new)) for key, (old, new) in sorted(obj.changes.items())]
+        return format_html(
+            "<table><tr><th>field</th><th>before</th><th>after</th></tr>{}</table>",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
         )

@@ -24,6 +24,7 @@ from tickets.models import EventKind, Partner, Ticket
 pytestmark = pytest.mark.django_db
 
 MODELS = [
+    "policies/auditentry",
     "tickets/partner",
     "tickets/customer",
     "tickets/user",
@@ -65,7 +66,7 @@ def test_each_changelist_renders_with_data(
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", [m for m in MODELS if m != "policies/auditentry"])
 def test_each_add_form_renders(admin: Client, model: str) -> None:
     response = admin.get(f"/admin/{model}/add/")
     assert response.status_code == 200
@@ -270,6 +271,10 @@ def test_editing_a_ticket_in_the_admin_records_events_and_shows_the_timeline(
             "events-MAX_NUM_FORMS": "1000",
             "events-0-id": str(ticket.events.get().pk),
             "events-0-ticket": str(ticket.pk),
+            "clocks-TOTAL_FORMS": "0",
+            "clocks-INITIAL_FORMS": "0",
+            "clocks-MIN_NUM_FORMS": "0",
+            "clocks-MAX_NUM_FORMS": "1000",
         },
     )
     assert response.status_code == 302, _errors(response)

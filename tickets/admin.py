@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django import forms
@@ -9,6 +10,8 @@ from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
+from policies.durations import format_duration
+from policies.models import SLAClock
 from policies.timezones import timezone_choices
 from tickets.actions import TicketActionError, change_ticket, open_ticket
 from tickets.models import (
@@ -170,6 +173,40 @@ def describe_payload(payload: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+class SLAClockInline(admin.TabularInline):
+    """The ticket's SLA clocks, computed from its events: read-only."""
+
+    model = SLAClock
+    fields = (
+        "metric",
+        "cycle",
+        "status",
+        "bucket",
+        "started_at",
+        "due_at",
+        "met_at",
+        "breached_at",
+        "time_left",
+        "policy",
+    )
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "SLA clocks (computed from the timeline)"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="business time left")
+    def time_left(self, obj: SLAClock) -> str:
+        if obj.status == "paused" and obj.remaining_seconds is not None:
+            return f"{format_duration(timedelta(seconds=obj.remaining_seconds))} (paused)"
+        return "—"
+
+
 class TicketAddForm(forms.ModelForm):
     external_id = forms.CharField(
         required=False,
@@ -254,7 +291,7 @@ class TicketAdmin(admin.ModelAdmin):
     list_select_related = ["partner", "customer", "assignee"]
     date_hierarchy = "opened_at"
     autocomplete_fields = ["customer", "assignee"]
-    inlines = [TicketEventInline]
+    inlines = [SLAClockInline, TicketEventInline]
     list_per_page = 50
     projected = [
         "opened_at",
