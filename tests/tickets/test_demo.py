@@ -82,3 +82,12 @@ def test_the_command_reports_what_it_created() -> None:
     out = StringIO()
     call_command("seed_demo", "--tickets", "5", stdout=out)
     assert "0 tickets" in out.getvalue()
+
+
+def test_the_demo_shows_clocks_in_all_four_buckets(now: datetime) -> None:
+    from policies.actions import clock_counts
+
+    seed_demo(now=now, tickets=300)
+    counts = clock_counts()
+    for metric in ("first_response", "resolution_plan", "resolution"):
+        assert set(counts[metric]) == {"green", "yellow", "orange", "red"}, metric
