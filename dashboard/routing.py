@@ -1,7 +1,12 @@
-"""Websocket routes (the live boards arrive with the real-time work)."""
+"""Websocket routes: live boards and the agent queue."""
 
 from __future__ import annotations
 
-from typing import Any
+from django.urls import path
 
-websocket_urlpatterns: list[Any] = []
+from dashboard.consumers import LiveConsumer
+
+websocket_urlpatterns = [
+    path("ws/boards/<slug:slug>/", LiveConsumer.as_asgi()),
+    path("ws/queue/", LiveConsumer.as_asgi()),
+]

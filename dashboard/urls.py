@@ -7,4 +7,10 @@ from dashboard import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("boards/", views.boards, name="boards"),
+    path("boards/<slug:slug>/", views.board, name="board"),
+    path("queue/", views.queue, name="queue"),
+    path("tickets/<int:pk>/grab", views.grab, name="grab"),
+    path("tickets/<int:pk>/release", views.release, name="release"),
+    path("tickets/<int:pk>/<str:action>", views.act, name="act"),
 ]

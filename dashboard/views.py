@@ -1,11 +1,32 @@
+"""Pages: home, boards, a board (login or kiosk link), the agent queue, and queue actions."""
+
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from typing import Any
 
-from tickets.models import Ticket
+from django.conf import settings
+from django.contrib.auth.decorators import login_required, permission_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from dashboard.boards import (
+    Viewer,
+    board_state,
+    queue_state,
+)
+from dashboard.models import Board
+from dashboard.publish import last_tick
+from tickets.actions import (
+    ClaimConflict,
+    TicketActionError,
+    claim_ticket,
+    record_event,
+    release_ticket,
+)
+from tickets.models import EventKind, Ticket, TicketStatus, User
 
 
 @require_GET
@@ -15,6 +36,7 @@ def home(request: HttpRequest) -> HttpResponse:
     context = {
         "open_count": tickets.open().count(),
         "total_count": tickets.count(),
+        "boards": Board.objects.all(),
     }
     return render(request, "dashboard/home.html", context)
 
@@ -22,3 +44,121 @@ def home(request: HttpRequest) -> HttpResponse:
 @require_GET
 def healthz(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok", content_type="text/plain")
+
+
+@require_GET
+@login_required
+def boards(request: HttpRequest) -> HttpResponse:
+    return render(request, "dashboard/boards.html", {"boards": Board.objects.all()})
+
+
+@require_GET
+def board(request: HttpRequest, slug: str) -> HttpResponse:
+    """A wall board: for logged-in users (scoped to their partner) or via its kiosk link."""
+    board = Board.objects.filter(slug=slug).first()
+    kiosk = request.GET.get("kiosk", "")
+    user = request.user
+    if user.is_authenticated:
+        viewer = Viewer.for_user(user)
+    elif board is not None and board.kiosk_matches(kiosk):
+        viewer = Viewer()
+    elif kiosk:
+        raise PermissionDenied("This kiosk link is not valid (it may have been revoked).")
+    else:
+        from django.contrib.auth.views import redirect_to_login
+
+        return redirect_to_login(request.get_full_path())
+    if board is None:
+        raise Http404("No such board.")
+    now = timezone.now()
+    context = board_state(board, viewer, now, last_tick())
+    ws_url = f"/ws/boards/{board.slug}/" + (f"?kiosk={kiosk}" if kiosk else "")
+    context["ws_url"] = ws_url
+    response = render(request, "dashboard/board.html", context)
+    response["Referrer-Policy"] = "no-referrer"  # kiosk links carry a secret
+    return response
+
+
+@require_GET
+@login_required
+@permission_required("tickets.claim_ticket", raise_exception=True)
+def queue(request: HttpRequest) -> HttpResponse:
+    context = queue_state(Viewer.for_user(request.user), timezone.now())
+    context["ws_url"] = "/ws/queue/"
+    return render(request, "dashboard/queue.html", context)
+
+
+def _agent_ticket(request: HttpRequest, pk: int) -> tuple[User, Ticket]:
+    user = request.user
+    if not isinstance(user, User) or not user.has_perm("tickets.claim_ticket"):
+        raise PermissionDenied
+    ticket = get_object_or_404(Ticket.objects.visible_to(user), pk=pk)
+    return user, ticket
+
+
+def _result(request: HttpRequest, message: str, status: int = 200) -> HttpResponse:
+    return render(request, "dashboard/fragments/toast.html", {"message": message}, status=status)
+
+
+@require_POST
+@login_required
+def grab(request: HttpRequest, pk: int) -> HttpResponse:
+    user, ticket = _agent_ticket(request, pk)
+    try:
+        claim_ticket(ticket=ticket, user=user, now=timezone.now())
+    except ClaimConflict as conflict:
+        return _result(
+            request, f"Too late: {ticket.external_id} is claimed by {conflict.holder}.", 409
+        )
+    except TicketActionError as error:
+        return _result(request, str(error), 409)
+    return _result(request, f"{ticket.external_id} is yours.")
+
+
+@require_POST
+@login_required
+def release(request: HttpRequest, pk: int) -> HttpResponse:
+    user, ticket = _agent_ticket(request, pk)
+    try:
+        release_ticket(ticket=ticket, user=user, now=timezone.now())
+    except ClaimConflict as conflict:
+        return _result(request, f"Only {conflict.holder} can release {ticket.external_id}.", 403)
+    except TicketActionError as error:
+        return _result(request, str(error), 403)
+    return _result(request, f"{ticket.external_id} released.")
+
+
+ACTIONS: dict[str, tuple[str, str]] = {
+    "reply": (EventKind.REPLIED, "Reply recorded"),
+    "plan": (EventKind.PLAN_SENT, "Plan recorded"),
+    "resolve": (EventKind.RESOLVED, "Resolved"),
+    "status": (EventKind.STATUS_CHANGED, "Status changed"),
+}
+
+
+@require_POST
+@login_required
+def act(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    """Record a human reply, plan, status change or resolution on a ticket managed here."""
+    user, ticket = _agent_ticket(request, pk)
+    if action not in ACTIONS:
+        raise Http404("Unknown action.")
+    if ticket.source not in settings.SLABOARD_MANAGED_SOURCES:
+        return _result(
+            request,
+            f"{ticket.external_id} is managed in {ticket.source}: answer it there.",
+            409,
+        )
+    kind, done = ACTIONS[action]
+    payload: dict[str, Any] = {}
+    if action == "status":
+        status = request.POST.get("status", "")
+        if status not in TicketStatus.values:
+            return _result(request, "Choose a status.", 400)
+        payload["status"] = status
+    now = timezone.now()
+    try:
+        record_event(ticket=ticket, kind=kind, at=now, now=now, user=user, payload=payload)
+    except TicketActionError as error:
+        return _result(request, str(error), 400)
+    return _result(request, f"{done} on {ticket.external_id}.")

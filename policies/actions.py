@@ -7,6 +7,7 @@ Every entry point that changes a ticket goes through ``tickets.actions``, which 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -495,3 +496,33 @@ def schedule_resync(*, now: datetime, cause: str, ticket_ids: list[int] | None) 
 
     transaction.on_commit(enqueue)
     return f"re-syncing the clocks of {count} open tickets in the background"
+
+
+TICK_LOCK = "slaboard:tick:lock"
+
+
+def run_tick(*, now: datetime, redis_url: str) -> int | None:
+    """The minute beat's work: move due clocks, record the time, schedule publishing.
+
+    Guarded by a Redis lock (token-checked release) so a second beat or an overlapping run
+    does nothing; returns how many clocks moved, or None when another tick holds the lock.
+    The conditional UPDATE makes even an unguarded second run harmless.
+    """
+    import redis
+
+    from dashboard.publish import mark_dirty, record_tick
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    lock = client.lock(TICK_LOCK, timeout=120, blocking=False)
+    if not lock.acquire():
+        client.close()
+        return None
+    try:
+        moved = reevaluate_due_clocks(now=now)
+        record_tick(now)
+    finally:
+        with contextlib.suppress(redis.RedisError):
+            lock.release()
+        client.close()
+    mark_dirty()
+    return moved

@@ -165,6 +165,10 @@ WHITENOISE_USE_FINDERS = True
 with contextlib.suppress(OSError):
     STATIC_ROOT.mkdir(exist_ok=True)
 
+# Ticket sources whose replies, plans and resolutions are recorded in slaboard itself (the
+# agent queue's buttons); tickets from other sources are answered in their own system.
+SLABOARD_MANAGED_SOURCES = env_list("MANAGED_SOURCES", ["slaboard", "demo", "sim"])
+
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 # The PubSub layer keeps group membership for as long as the socket lives (the core layer's
@@ -192,11 +196,14 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 # Every entry expires before the next one is due, so a backlog after downtime is dropped
 # instead of replayed (the tick itself catches up everything in one run).
+# TICK_SECONDS is the beat period of the SLA tick: 60 in production (the end-to-end test that
+# watches a real worker and beat shortens it).
+TICK_SECONDS = float(env_str("TICK_SECONDS", "60"))
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
-    "beat-heartbeat-every-minute": {
-        "task": "slaboard.celery.beat_heartbeat_task",
-        "schedule": 60.0,
-        "options": {"expires": 55},
+    "tick-sla-clocks-every-minute": {
+        "task": "policies.tick",
+        "schedule": TICK_SECONDS,
+        "options": {"expires": max(1.0, TICK_SECONDS - 5)},
     },
 }
 

@@ -281,9 +281,11 @@ def record_event(
 
 
 def _sync_clocks(ticket: Ticket, *, now: datetime, cause: str = "") -> None:
-    from policies.actions import sync_ticket_clocks  # policies depends on tickets' models
+    from dashboard.publish import mark_dirty  # later layers; imported here to avoid cycles
+    from policies.actions import sync_ticket_clocks
 
     sync_ticket_clocks(ticket=ticket, now=now, cause=cause)
+    transaction.on_commit(mark_dirty)
 
 
 def _refresh_from(target: Ticket, source: Ticket) -> None:
@@ -366,3 +368,51 @@ def change_ticket(
             )
         )
     return events
+
+
+class ClaimConflict(TicketActionError):
+    """Someone else holds the ticket."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(f"Already claimed by {holder}.", field="assignee")
+        self.holder = holder
+
+
+def claim_ticket(*, ticket: Ticket, user: User, now: datetime) -> Ticket:
+    """Give the ticket to ``user`` if nobody has it: of two simultaneous grabs, one wins.
+
+    The winner is decided by a conditional UPDATE (assignee still empty), so the database
+    settles the race; the loser gets ``ClaimConflict`` naming the holder.
+    """
+    with transaction.atomic():
+        scoped = Ticket.objects.visible_to(user).open()
+        won = scoped.filter(pk=ticket.pk, assignee__isnull=True).update(assignee=user)
+        if not won:
+            current = Ticket.objects.select_related("assignee").filter(pk=ticket.pk).first()
+            if current is None or not scoped.filter(pk=ticket.pk).exists():
+                raise TicketActionError("This ticket is not open or not yours to take.")
+            if current.assignee_id == user.pk:
+                return current  # a double click: already yours
+            holder = current.assignee.get_username() if current.assignee else "someone"
+            raise ClaimConflict(holder)
+        record_event(ticket=ticket, kind=EventKind.CLAIMED, at=now, now=now, user=user, payload={})
+    ticket.refresh_from_db()
+    return ticket
+
+
+def release_ticket(*, ticket: Ticket, user: User, now: datetime) -> Ticket:
+    """Give a claimed ticket back. Only its holder (or staff who may change tickets) may."""
+    with transaction.atomic():
+        current = Ticket.objects.visible_to(user).select_for_update().filter(pk=ticket.pk).first()
+        if current is None:
+            raise TicketActionError("This ticket is not yours to release.")
+        if current.assignee_id is None:
+            return current
+        if current.assignee_id != user.pk and not user.has_perm("tickets.change_ticket"):
+            holder = current.assignee.get_username() if current.assignee else "someone"
+            raise ClaimConflict(holder)
+        record_event(
+            ticket=current, kind=EventKind.RELEASED, at=now, now=now, user=user, payload={}
+        )
+    ticket.refresh_from_db()
+    return ticket

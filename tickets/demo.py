@@ -234,6 +234,10 @@ def _ensure_policies(calendars: dict[str, Calendar], report: SeedReport) -> None
 
 
 def _ensure_users(partners: dict[str, Partner], report: SeedReport) -> dict[str, User]:
+    from django.contrib.auth.models import Group, Permission
+
+    agents, _ = Group.objects.get_or_create(name="Agents")
+    agents.permissions.add(Permission.objects.get(codename="claim_ticket"))
     users = {}
     for username, partner_name, superuser in DEMO_USERS:
         user = User.objects.filter(username=username).first()
@@ -248,9 +252,22 @@ def _ensure_users(partners: dict[str, Partner], report: SeedReport) -> dict[str,
             )
             user.set_password(DEMO_PASSWORD)
             user.save()
+            user.groups.add(agents)
             report.users += 1
         users[username] = user
     return users
+
+
+def _ensure_boards(partners: dict[str, Partner]) -> None:
+    from dashboard.models import Board
+
+    Board.objects.get_or_create(slug="all", defaults={"name": "All partners"})
+    critical, created = Board.objects.get_or_create(
+        slug="critical", defaults={"name": "Critical and high", "priorities": ["critical", "high"]}
+    )
+    europe, created = Board.objects.get_or_create(slug="europe", defaults={"name": "Europe"})
+    if created:
+        europe.partners.add(partners["Acme Managed Services"], partners["Nordlicht IT"])
 
 
 def seed_demo(*, now: datetime, tickets: int = 300, seed: int = 7) -> SeedReport:
@@ -281,6 +298,7 @@ def seed_demo(*, now: datetime, tickets: int = 300, seed: int = 7) -> SeedReport
             customers.append(customer)
         _ensure_policies(calendars, report)
         users = _ensure_users(partners, report)
+        _ensure_boards(partners)
     existing = set(Ticket.objects.filter(source=DEMO_SOURCE).values_list("external_id", flat=True))
     agents = list(users.values())
     partner_list = list(partners.values())

@@ -219,6 +219,9 @@ class Ticket(models.Model):
 
     class Meta:
         ordering = ["-opened_at"]
+        permissions = [
+            ("claim_ticket", "Can grab tickets in the queue and record replies, plans, statuses"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["source", "external_id"], name="ticket_unique_source_external_id"

@@ -1,0 +1,113 @@
+"""The live-screen websocket: authenticate, scope, snapshot, heartbeat, forward pushes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+import redis.asyncio as aioredis
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from dashboard.boards import (
+    Viewer,
+    board_group,
+    queue_group,
+    render_board_fragments,
+    render_queue_fragments,
+)
+from dashboard.models import Board
+from dashboard.publish import LIVE_KEY, last_tick
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 15
+FORBIDDEN = 4403  # an application close code: the page stops retrying and says why
+
+
+class LiveConsumer(AsyncWebsocketConsumer):
+    """One screen: a board (`/ws/boards/<slug>/`) or the agent queue (`/ws/queue/`)."""
+
+    group: str | None = None
+    heartbeat: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        kwargs = self.scope["url_route"]["kwargs"]
+        query = parse_qs(self.scope.get("query_string", b"").decode())
+        kiosk = (query.get("kiosk") or [""])[0]
+        user = self.scope.get("user")
+        access = await database_sync_to_async(self._access)(kwargs.get("slug"), user, kiosk)
+        await self.accept()
+        if access is None:
+            await self.close(code=FORBIDDEN)
+            return
+        self.group, snapshot = access
+        assert self.channel_layer is not None
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self._register()
+        await self.send(text_data="".join(snapshot.values()))
+        self.heartbeat = asyncio.create_task(self._beat())
+
+    def _access(self, slug: str | None, user: Any, kiosk: str) -> tuple[str, dict[str, str]] | None:
+        """(group, snapshot fragments) if this socket may watch, else None."""
+        now = timezone.now()
+        authenticated = user is not None and user.is_authenticated and user.is_active
+        if slug is None:  # the agent queue: logged-in agents only
+            if not authenticated or not user.has_perm("tickets.claim_ticket"):
+                return None
+            viewer = Viewer.for_user(user)
+            return queue_group(viewer), render_queue_fragments(viewer, now)
+        board = Board.objects.filter(slug=slug).first()
+        if board is None:
+            return None
+        if authenticated:
+            viewer = Viewer.for_user(user)
+        elif board.kiosk_matches(kiosk):
+            viewer = Viewer()
+        else:
+            return None
+        return board_group(board.pk, viewer), render_board_fragments(
+            board, viewer, now, last_tick()
+        )
+
+    async def _register(self) -> None:
+        """Tell the publisher this group has a live screen (refreshed with each heartbeat)."""
+        assert self.group is not None
+        client = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
+        try:
+            await client.zadd(LIVE_KEY, {self.group: time.time()})
+        except Exception as error:  # Redis down: the socket still gets its snapshot
+            log.warning("could not register live group %s: %s", self.group, error)
+        finally:
+            await client.aclose()
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            html = render_to_string(
+                "dashboard/fragments/heartbeat.html", {"at": timezone.now().isoformat()}
+            )
+            await self.send(text_data=html)
+            await self._register()
+
+    async def disconnect(self, code: int) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.heartbeat
+        if self.group is not None and self.channel_layer is not None:
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Screens send nothing that matters; ignore it."""
+
+    async def board_update(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=event["html"])

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django import template
+
+from policies.durations import format_duration
+
+register = template.Library()
+
+ICONS = {"green": "✓", "yellow": "!", "orange": "▲", "red": "✖"}
+LABELS = {"green": "On track", "yellow": "Warning", "orange": "Danger", "red": "Breached"}
+
+
+@register.filter
+def bucket_icon(bucket: str) -> str:
+    return ICONS.get(bucket, "?")
+
+
+@register.filter
+def bucket_label(bucket: str) -> str:
+    return LABELS.get(bucket, bucket)
+
+
+@register.filter
+def iso(value: datetime | None) -> str:
+    return value.isoformat() if value else ""
+
+
+@register.filter
+def readable(value: timedelta | None) -> str:
+    if value is None:
+        return ""
+    rounded = timedelta(minutes=max(1, round(value.total_seconds() / 60)))
+    return format_duration(rounded)
+
+
+@register.filter
+def compact(count: int) -> str:
+    """Counts that fit a wall-board cell: 987, 9876, 12k, 1.2M."""
+    if count < 10_000:
+        return str(count)
+    if count < 1_000_000:
+        return f"{count // 1000}k"
+    return f"{count / 1_000_000:.1f}M"
+
+
+@register.filter
+def digits(count: int) -> int:
+    """How wide a count is once compacted (for the cell's font size)."""
+    return min(len(compact(count)), 5)
