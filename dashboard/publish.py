@@ -102,13 +102,16 @@ def publish(*, now: datetime) -> int:
             continue
         stored = cast(dict[bytes, bytes], client.hgetall(SENT_KEY + group))
         sent = {k.decode(): v.decode() for k, v in stored.items()}
-        changed = {}
+        changed: dict[str, str] = {}
+        parts = []
         for name, html in fragments.items():
             digest = hashlib.sha1(html.encode(), usedforsecurity=False).hexdigest()
             if sent.get(name) != digest:
                 changed[name] = digest
-                messages.append((group, html))
+                parts.append(html)
         if changed:
+            # One message per group: fan-out costs per delivered message, not per byte.
+            messages.append((group, "".join(parts)))
             client.hset(SENT_KEY + group, mapping=changed)
             client.expire(SENT_KEY + group, 3600)
     if messages:

@@ -1,0 +1,168 @@
+"""Live screens through a real Redis channel layer: auth, scope, snapshot, pushes, escaping."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from channels.db import database_sync_to_async as sync_to_async
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+from django.utils import timezone
+
+from dashboard.publish import publish
+from dashboard.routing import websocket_urlpatterns
+from tests.factories import make_ticket, make_user
+from tickets.actions import record_event
+from tickets.models import EventKind
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def close_thread_connections() -> Any:
+    """Close the DB connection of the thread that sync_to_async code ran in (pytest-django
+    only closes the main thread's, and the test database must be dropped at the end)."""
+    yield
+    from django.db import connections
+
+    await sync_to_async(connections.close_all)()
+
+
+def application(user: Any = None) -> Any:
+    """The websocket router with a fixed user in scope (what AuthMiddlewareStack provides)."""
+    from django.contrib.auth.models import AnonymousUser
+
+    router = URLRouter(websocket_urlpatterns)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        scope = {**scope, "user": user or AnonymousUser()}
+        return await router(scope, receive, send)
+
+    return app
+
+
+async def drain(screen: WebsocketCommunicator) -> str:
+    """Everything the screen receives until it has been quiet for a second."""
+    messages = []
+    while not await screen.receive_nothing(timeout=1):
+        messages.append(await screen.receive_from(timeout=5))
+    return "".join(messages)
+
+
+async def connect(path: str, user: Any = None) -> tuple[WebsocketCommunicator, bool]:
+    communicator = WebsocketCommunicator(application(user), path)
+    connected, _ = await communicator.connect(timeout=10)
+    return communicator, connected
+
+
+async def test_a_staff_screen_gets_a_snapshot_of_the_board(org: dict, live_redis: Any) -> None:
+    staff = await sync_to_async(make_user)(is_staff=True)
+    screen, connected = await connect("/ws/boards/everything/", staff)
+    assert connected
+    snapshot = await screen.receive_from(timeout=10)
+    assert 'id="board-metrics"' in snapshot
+    assert "North printer" in snapshot and "South VPN down" in snapshot
+    await screen.disconnect()
+
+
+async def test_an_anonymous_screen_without_a_kiosk_link_is_refused(
+    org: dict, live_redis: Any
+) -> None:
+    screen, connected = await connect("/ws/boards/everything/")
+    assert connected  # accepted only to close with a reason the page understands
+    closed = await screen.receive_output(timeout=10)
+    assert closed == {"type": "websocket.close", "code": 4403}
+
+
+async def test_a_kiosk_link_works_until_it_is_revoked(org: dict, live_redis: Any) -> None:
+    board = org["board"]
+    token = await sync_to_async(board.rotate_kiosk_token)()
+    screen, _ = await connect(f"/ws/boards/everything/?kiosk={token}")
+    assert "North printer" in await screen.receive_from(timeout=10)
+    await screen.disconnect()
+    await sync_to_async(board.revoke_kiosk_token)()
+    screen, _ = await connect(f"/ws/boards/everything/?kiosk={token}")
+    assert (await screen.receive_output(timeout=10))["code"] == 4403
+
+
+async def test_a_partner_users_screen_never_receives_another_partners_ticket(
+    org: dict, live_redis: Any
+) -> None:
+    nina = await sync_to_async(make_user)(partner=org["north"])
+    staff = await sync_to_async(make_user)(is_staff=True)
+    partner_screen, _ = await connect("/ws/boards/everything/", nina)
+    staff_screen, _ = await connect("/ws/boards/everything/", staff)
+    snapshot = await partner_screen.receive_from(timeout=10)
+    await staff_screen.receive_from(timeout=10)
+    assert "North printer" in snapshot
+    assert "South VPN down" not in snapshot
+    # Another South ticket breaches; the staff screen hears of it, the partner screen doesn't.
+    now = timezone.now()
+    await sync_to_async(make_ticket)(
+        now=now, opened_at=now - timedelta(hours=2), partner=org["south"], subject="South secret"
+    )
+    await sync_to_async(publish)(now=now)
+    assert "South secret" in await drain(staff_screen)
+    assert "South" not in await drain(partner_screen)
+    await partner_screen.disconnect()
+    await staff_screen.disconnect()
+
+
+async def test_a_change_is_pushed_as_the_changed_fragments_only(org: dict, live_redis: Any) -> None:
+    staff = await sync_to_async(make_user)(is_staff=True)
+    screen, _ = await connect("/ws/boards/everything/", staff)
+    await screen.receive_from(timeout=10)
+    now = timezone.now()
+    await sync_to_async(publish)(now=now)  # the first publish for a group sends everything
+    await drain(screen)
+    ticket = org["n"]
+    await sync_to_async(record_event)(ticket=ticket, kind=EventKind.REPLIED, at=now, now=now)
+    await sync_to_async(publish)(now=now)
+    pushed = await drain(screen)
+    assert pushed.count("<section") == pushed.count('id="board-') - pushed.count('id="board-h')
+    assert 'id="board-queue"' in pushed and "North printer" not in pushed
+    assert 'id="board-metrics"' in pushed
+    assert 'id="board-priorities"' in pushed
+    await screen.disconnect()
+
+
+async def test_user_text_is_escaped_in_snapshots_and_pushes(org: dict, live_redis: Any) -> None:
+    staff = await sync_to_async(make_user)(is_staff=True)
+    screen, _ = await connect("/ws/boards/everything/", staff)
+    await screen.receive_from(timeout=10)
+    now = timezone.now()
+    await sync_to_async(make_ticket)(
+        now=now,
+        opened_at=now - timedelta(hours=3),
+        partner=org["north"],
+        subject="<img src=x onerror=alert(1)>",
+    )
+    await sync_to_async(publish)(now=now)
+    pushed = await drain(screen)
+    assert "&lt;img src=x onerror=alert(1)&gt;" in pushed
+    assert "<img" not in pushed
+    await screen.disconnect()
+    screen, _ = await connect("/ws/boards/everything/", staff)
+    snapshot = await screen.receive_from(timeout=10)
+    assert "<img" not in snapshot and "&lt;img src=x" in snapshot
+    await screen.disconnect()
+
+
+async def test_the_queue_socket_is_for_agents_only(org: dict, live_redis: Any) -> None:
+    viewer = await sync_to_async(make_user)()
+    screen, _ = await connect("/ws/queue/", viewer)
+    assert (await screen.receive_output(timeout=10))["code"] == 4403
+    agent = await sync_to_async(make_user)(is_superuser=True, partner=org["south"])
+    screen, _ = await connect("/ws/queue/", agent)
+    snapshot = await screen.receive_from(timeout=10)
+    assert "South VPN down" in snapshot and "North printer" not in snapshot
+    await screen.disconnect()
+
+
+async def test_an_unknown_board_is_refused(org: dict, live_redis: Any) -> None:
+    staff = await sync_to_async(make_user)(is_staff=True)
+    screen, _ = await connect("/ws/boards/nope/", staff)
+    assert (await screen.receive_output(timeout=10))["code"] == 4403
