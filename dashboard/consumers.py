@@ -37,6 +37,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     group: str | None = None
     heartbeat: asyncio.Task[None] | None = None
+    kiosk: tuple[int, str] | None = None  # (board id, token) when watching through a kiosk link
 
     async def connect(self) -> None:
         kwargs = self.scope["url_route"]["kwargs"]
@@ -71,6 +72,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             viewer = Viewer.for_user(user)
         elif board.kiosk_matches(kiosk):
             viewer = Viewer()
+            self.kiosk = (board.pk, kiosk)
         else:
             return None
         return board_group(board.pk, viewer), render_board_fragments(
@@ -88,9 +90,21 @@ class LiveConsumer(AsyncWebsocketConsumer):
         finally:
             await client.aclose()
 
+    def _kiosk_still_valid(self) -> bool:
+        assert self.kiosk is not None
+        board_id, token = self.kiosk
+        board = Board.objects.filter(pk=board_id).first()
+        return board is not None and board.kiosk_matches(token)
+
     async def _beat(self) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT_SECONDS)
+            if (
+                self.kiosk is not None
+                and not await database_sync_to_async(self._kiosk_still_valid)()
+            ):
+                await self.close(code=FORBIDDEN)  # the link was revoked or rotated
+                return
             html = render_to_string(
                 "dashboard/fragments/heartbeat.html", {"at": timezone.now().isoformat()}
             )

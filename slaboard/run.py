@@ -1,9 +1,10 @@
 """Run the whole product locally: `python -m slaboard.run` (what `make run` calls).
 
 Migrates, seeds the demo once, makes sure Redis answers (starting a local redis-server if one is
-installed), then starts the web server (ASGI, with websockets), one Celery worker and exactly one
-Celery beat, prefixes their output, and stops all of them cleanly on Ctrl-C. If any of them dies,
-the others are stopped too and the exit code says so.
+installed), then starts the web server (ASGI, with websockets), one Celery worker, exactly one
+Celery beat and the traffic simulator (unless SIMULATE=0), prefixes their output, and stops all
+of them cleanly on Ctrl-C. If any of them dies, the others are stopped too and the exit code
+says so.
 """
 
 from __future__ import annotations
@@ -190,12 +191,15 @@ def main() -> int:
             [*celery, "beat", "--loglevel", "INFO", "--schedule", str(BASE_DIR / "var" / "beat")],
         ),
     ]
+    if os.environ.get("SIMULATE", "1") not in {"0", "false", "no"}:
+        # Demo traffic so the boards move while someone watches (SIMULATE=0 turns it off).
+        children.append(Child("sim", [PYTHON, "manage.py", "simulate"]))
     for child in children:
         if child.process is None:
             start(child)
 
     url_host = "localhost" if host in {"127.0.0.1", "0.0.0.0"} else host
-    say(f"slaboard is starting at http://{url_host}:{port}/")
+    say(f"slaboard is starting at http://{url_host}:{port}/  (wall board: /boards/all/)")
     say(f"Demo login: admin / {DEMO_PASSWORD}   (admin at http://{url_host}:{port}/admin/)")
     say("Press Ctrl-C to stop everything.")
 
@@ -210,7 +214,8 @@ def main() -> int:
                 stopping.set()
                 break
         stopping.wait(0.5)
-    say("Stopping web, worker, beat" + (" and redis" if redis_child else "") + "…")
+    names = [c.name for c in children]
+    say("Stopping " + ", ".join(names[:-1]) + " and " + names[-1] + "…")
     stop_all(children)
     say("Stopped.")
     return exit_code

@@ -166,3 +166,22 @@ async def test_an_unknown_board_is_refused(org: dict, live_redis: Any) -> None:
     staff = await sync_to_async(make_user)(is_staff=True)
     screen, _ = await connect("/ws/boards/nope/", staff)
     assert (await screen.receive_output(timeout=10))["code"] == 4403
+
+
+async def test_revoking_a_kiosk_link_cuts_off_screens_already_open(
+    org: dict, live_redis: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dashboard import consumers
+
+    monkeypatch.setattr(consumers, "HEARTBEAT_SECONDS", 0.2)
+    board = org["board"]
+    token = await sync_to_async(board.rotate_kiosk_token)()
+    screen, _ = await connect(f"/ws/boards/everything/?kiosk={token}")
+    await screen.receive_from(timeout=10)
+    assert 'id="board-heartbeat"' in await screen.receive_from(timeout=10)  # still welcome
+    await sync_to_async(board.revoke_kiosk_token)()
+    while True:
+        output = await screen.receive_output(timeout=10)
+        if output["type"] == "websocket.close":
+            break
+    assert output["code"] == 4403
