@@ -24,6 +24,7 @@ from tickets.models import EventKind, Partner, Ticket
 pytestmark = pytest.mark.django_db
 
 MODELS = [
+    "dashboard/board",
     "policies/auditentry",
     "tickets/partner",
     "tickets/customer",
@@ -301,3 +302,36 @@ def test_a_non_staff_user_cannot_open_the_admin(db: Any) -> None:
     response = client.get("/admin/tickets/ticket/")
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+
+
+def test_an_admin_creates_a_board_and_its_kiosk_link(admin: Client) -> None:
+    from dashboard.models import Board
+
+    partner = make_partner(name="Nordlicht IT")
+    response = admin.post(
+        "/admin/dashboard/board/add/",
+        {
+            "name": "Nordic wall",
+            "slug": "nordic",
+            "partners": [str(partner.pk)],
+            "priorities": ["critical", "high"],
+            "teams": "Network, Service desk",
+        },
+    )
+    assert response.status_code == 302, _errors(response)
+    board = Board.objects.get(slug="nordic")
+    assert board.teams == ["Network", "Service desk"]
+    assert board.priorities == ["critical", "high"]
+    response = admin.post(
+        "/admin/dashboard/board/",
+        {"action": "create_kiosk_link", "_selected_action": [str(board.pk)]},
+        follow=True,
+    )
+    board.refresh_from_db()
+    assert board.kiosk_token and board.kiosk_url() in response.content.decode()
+    admin.post(
+        "/admin/dashboard/board/",
+        {"action": "revoke_kiosk_link", "_selected_action": [str(board.pk)]},
+    )
+    board.refresh_from_db()
+    assert board.kiosk_token == ""
