@@ -180,8 +180,39 @@ class HolidayImportForm(forms.Form):
         return data
 
 
+class RulesAdmin(admin.ModelAdmin):
+    """Saving a rule (calendar, policy with targets) re-syncs the open clocks it may affect
+    and records an audit entry of who changed what, before → after."""
+
+    def snapshot(self, obj: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def affected_calendar(self, obj: Any) -> int | None:
+        """Only tickets on this calendar are affected; None means every open ticket."""
+        return None
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        before = type(obj).objects.filter(pk=obj.pk).first() if change else None
+        request._slaboard_before = self.snapshot(before)  # type: ignore[attr-defined]
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        obj = form.instance
+        obj.touch()
+        changes = diff(getattr(request, "_slaboard_before", {}), self.snapshot(obj))
+        if changes:
+            _resync_and_audit(
+                request,
+                obj,
+                changes,
+                calendar_id=self.affected_calendar(obj),
+                action="changed" if change else "created",
+            )
+
+
 @admin.register(Calendar)
-class CalendarAdmin(admin.ModelAdmin):
+class CalendarAdmin(RulesAdmin):
     form = CalendarForm
     list_display = ["name", "timezone", "weekly_hours_display", "hours_summary", "holiday_count"]
     list_filter = ["timezone"]
@@ -204,18 +235,11 @@ class CalendarAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
-    def save_model(self, request: HttpRequest, obj: Calendar, form: Any, change: bool) -> None:
-        before = Calendar.objects.filter(pk=obj.pk).first() if change else None
-        request._slaboard_before = calendar_snapshot(before)  # type: ignore[attr-defined]
-        super().save_model(request, obj, form, change)
+    def snapshot(self, obj: Any) -> dict[str, Any]:
+        return calendar_snapshot(obj)
 
-    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
-        super().save_related(request, form, formsets, change)
-        calendar = form.instance
-        calendar.touch()
-        changes = diff(getattr(request, "_slaboard_before", {}), calendar_snapshot(calendar))
-        if change and changes:
-            _resync_and_audit(request, calendar, changes, calendar_id=calendar.pk)
+    def affected_calendar(self, obj: Any) -> int | None:
+        return int(obj.pk)
 
     @admin.display(description="hours / week")
     def weekly_hours_display(self, obj: Calendar) -> str:
@@ -427,7 +451,7 @@ class PolicyForm(forms.ModelForm):
 
 
 @admin.register(Policy)
-class PolicyAdmin(admin.ModelAdmin):
+class PolicyAdmin(RulesAdmin):
     form = PolicyForm
     list_display = ["name", "order", "active", "conditions", "targets_summary"]
     list_editable = ["order", "active"]
@@ -445,19 +469,8 @@ class PolicyAdmin(admin.ModelAdmin):
         ("Preview", {"fields": ["preview"]}),
     ]
 
-    def save_model(self, request: HttpRequest, obj: Policy, form: Any, change: bool) -> None:
-        before = Policy.objects.filter(pk=obj.pk).first() if change else None
-        request._slaboard_before = policy_snapshot(before)  # type: ignore[attr-defined]
-        super().save_model(request, obj, form, change)
-
-    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
-        super().save_related(request, form, formsets, change)
-        policy = form.instance
-        policy.touch()
-        before = getattr(request, "_slaboard_before", {})
-        changes = diff(before, policy_snapshot(policy))
-        if changes:
-            _resync_and_audit(request, policy, changes, action="changed" if change else "created")
+    def snapshot(self, obj: Any) -> dict[str, Any]:
+        return policy_snapshot(obj)
 
     def delete_model(self, request: HttpRequest, obj: Policy) -> None:
         changes = diff(policy_snapshot(obj), {})

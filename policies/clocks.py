@@ -286,63 +286,14 @@ def _clock_unsafe(
             break
 
     calendar, open_since = closed_calendar(final)
-    pauses = pauses_for(final)
     yellow, orange, due = thresholds(final, calendar, start)
-    if finish is not None:
-        status = MET if finish_is_met else STOPPED
-        bucket = bucket_at(
-            finish, yellow_at=yellow, orange_at=orange, due_at=due, breached_at=breached_at
-        )
-        if breached_at is None and bucket == RED:
-            bucket = ORANGE if finish >= orange else YELLOW if finish >= yellow else GREEN
-        return ClockResult(
-            metric=metric,
-            cycle=cycle,
-            target_id=final.target_id,
-            policy_id=final.policy_id,
-            started_at=start,
-            pauses=pauses,
-            met_at=finish if finish_is_met else None,
-            stopped_at=None if finish_is_met else finish,
-            status=status,
-            due_at=due,
-            yellow_at=yellow,
-            orange_at=orange,
-            breached_at=breached_at,
-            bucket=bucket,
-            next_change_at=None,
-            remaining_seconds=None,
-        )
-    if open_since is not None and open_since <= now:
-        bucket = bucket_at(
-            open_since, yellow_at=yellow, orange_at=orange, due_at=due, breached_at=breached_at
-        )
-        remaining = max(0.0, calendar.between(open_since, due))
-        return ClockResult(
-            metric=metric,
-            cycle=cycle,
-            target_id=final.target_id,
-            policy_id=final.policy_id,
-            started_at=start,
-            pauses=pauses,
-            met_at=None,
-            stopped_at=None,
-            status=PAUSED,
-            due_at=None,
-            yellow_at=None,
-            orange_at=None,
-            breached_at=breached_at,
-            bucket=bucket,
-            next_change_at=None,
-            remaining_seconds=remaining,
-        )
-    return ClockResult(
+    result = ClockResult(
         metric=metric,
         cycle=cycle,
         target_id=final.target_id,
         policy_id=final.policy_id,
         started_at=start,
-        pauses=pauses,
+        pauses=pauses_for(final),
         met_at=None,
         stopped_at=None,
         status=RUNNING,
@@ -350,14 +301,27 @@ def _clock_unsafe(
         yellow_at=yellow,
         orange_at=orange,
         breached_at=breached_at,
-        bucket=bucket_at(
-            now, yellow_at=yellow, orange_at=orange, due_at=due, breached_at=breached_at
-        ),
-        next_change_at=next_change_after(
-            now, yellow_at=yellow, orange_at=orange, due_at=due, breached_at=breached_at
-        ),
+        bucket=GREEN,
+        next_change_at=None,
         remaining_seconds=None,
     )
+    instants = {"yellow_at": yellow, "orange_at": orange, "due_at": due, "breached_at": breached_at}
+    if finish is not None:
+        result.status = MET if finish_is_met else STOPPED
+        result.met_at = finish if finish_is_met else None
+        result.stopped_at = None if finish_is_met else finish
+        result.bucket = bucket_at(finish, **instants)
+        if breached_at is None and result.bucket == RED:  # met exactly at due: on time
+            result.bucket = ORANGE if finish >= orange else YELLOW if finish >= yellow else GREEN
+    elif open_since is not None and open_since <= now:
+        result.status = PAUSED
+        result.bucket = bucket_at(open_since, **instants)
+        result.remaining_seconds = max(0.0, calendar.between(open_since, due))
+        result.due_at = result.yellow_at = result.orange_at = None  # frozen until resumed
+    else:
+        result.bucket = bucket_at(now, **instants)
+        result.next_change_at = next_change_after(now, **instants)
+    return result
 
 
 def compute_clocks(history: TicketHistory, resolve: Resolve, now: datetime) -> list[ClockResult]:
