@@ -28,15 +28,15 @@ from dashboard.publish import LIVE_KEY, last_tick
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_SECONDS = 15
 FORBIDDEN = 4403  # an application close code: the page stops retrying and says why
+TRY_AGAIN_LATER = 1013
 
 
 class LiveConsumer(AsyncWebsocketConsumer):
     """One screen: a board (`/ws/boards/<slug>/`) or the agent queue (`/ws/queue/`)."""
 
     group: str | None = None
-    heartbeat: asyncio.Task[None] | None = None
+    beat_task: asyncio.Task[None] | None = None
     kiosk: tuple[int, str] | None = None  # (board id, token) when watching through a kiosk link
 
     async def connect(self) -> None:
@@ -51,10 +51,16 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         self.group, snapshot = access
         assert self.channel_layer is not None
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        try:
+            await self.channel_layer.group_add(self.group, self.channel_name)
+        except Exception as error:  # Redis is down: no pushes could reach this screen
+            log.warning("channel layer unavailable, refusing a screen for now: %s", error)
+            self.group = None
+            await self.close(code=TRY_AGAIN_LATER)
+            return
         await self._register()
         await self.send(text_data="".join(snapshot.values()))
-        self.heartbeat = asyncio.create_task(self._beat())
+        self.beat_task = asyncio.create_task(self._beat())
 
     def _access(self, slug: str | None, user: Any, kiosk: str) -> tuple[str, dict[str, str]] | None:
         """(group, snapshot fragments) if this socket may watch, else None."""
@@ -98,24 +104,29 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     async def _beat(self) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await asyncio.sleep(settings.HEARTBEAT_SECONDS)
             if (
                 self.kiosk is not None
                 and not await database_sync_to_async(self._kiosk_still_valid)()
             ):
                 await self.close(code=FORBIDDEN)  # the link was revoked or rotated
                 return
-            html = render_to_string(
-                "dashboard/fragments/heartbeat.html", {"at": timezone.now().isoformat()}
-            )
-            await self.send(text_data=html)
+            # The heartbeat travels through the channel layer like every push, so a screen
+            # whose pushes cannot arrive (Redis down) stops hearing it and shows it is stale.
+            assert self.channel_layer is not None
+            try:
+                await self.channel_layer.send(
+                    self.channel_name, {"type": "heartbeat", "at": timezone.now().isoformat()}
+                )
+            except Exception as error:
+                log.warning("heartbeat not sent (channel layer unavailable): %s", error)
             await self._register()
 
     async def disconnect(self, code: int) -> None:
-        if self.heartbeat is not None:
-            self.heartbeat.cancel()
+        if self.beat_task is not None:
+            self.beat_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self.heartbeat
+                await self.beat_task
         if self.group is not None and self.channel_layer is not None:
             with contextlib.suppress(Exception):
                 await self.channel_layer.group_discard(self.group, self.channel_name)
@@ -125,3 +136,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     async def board_update(self, event: dict[str, Any]) -> None:
         await self.send(text_data=event["html"])
+
+    async def heartbeat(self, event: dict[str, Any]) -> None:
+        html = render_to_string("dashboard/fragments/heartbeat.html", {"at": event["at"]})
+        await self.send(text_data=html)

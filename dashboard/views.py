@@ -74,6 +74,7 @@ def board(request: HttpRequest, slug: str) -> HttpResponse:
     context = board_state(board, viewer, now, last_tick())
     ws_url = f"/ws/boards/{board.slug}/" + (f"?kiosk={kiosk}" if kiosk else "")
     context["ws_url"] = ws_url
+    context["heartbeat_seconds"] = settings.HEARTBEAT_SECONDS
     response = render(request, "dashboard/board.html", context)
     response["Referrer-Policy"] = "no-referrer"  # kiosk links carry a secret
     return response
@@ -85,6 +86,7 @@ def board(request: HttpRequest, slug: str) -> HttpResponse:
 def queue(request: HttpRequest) -> HttpResponse:
     context = queue_state(Viewer.for_user(request.user), timezone.now())
     context["ws_url"] = "/ws/queue/"
+    context["heartbeat_seconds"] = settings.HEARTBEAT_SECONDS
     return render(request, "dashboard/queue.html", context)
 
 

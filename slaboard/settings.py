@@ -169,6 +169,9 @@ with contextlib.suppress(OSError):
 # agent queue's buttons); tickets from other sources are answered in their own system.
 SLABOARD_MANAGED_SOURCES = env_list("MANAGED_SOURCES", ["slaboard", "demo", "sim"])
 
+# Live screens get a heartbeat this often and call themselves stale after missing two.
+HEARTBEAT_SECONDS = float(env_str("HEARTBEAT_SECONDS", "15"))
+
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 # The PubSub layer keeps group membership for as long as the socket lives (the core layer's

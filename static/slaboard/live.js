@@ -6,7 +6,8 @@
 (function () {
   "use strict";
 
-  var HEARTBEAT_MS = 15000;
+  var live = document.querySelector("[data-heartbeat]");
+  var HEARTBEAT_MS = 1000 * parseFloat((live && live.getAttribute("data-heartbeat")) || "15");
   var STALE_AFTER_MS = 2 * HEARTBEAT_MS + 5000;
   var lastMessage = Date.now();
   var lastUpdate = Date.now();

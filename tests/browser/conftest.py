@@ -59,6 +59,7 @@ CHROMIUM_ARGS = [
 ]
 SERVER_START_SECONDS = 30
 SERVER_STOP_SECONDS = 10
+HEARTBEAT_SECONDS = 2  # the server's; screens call themselves stale after 2 × + 5 s
 AGENT_PASSWORD = "correct horse battery staple"
 # Counts websocket messages htmx has swapped in (the snapshot on connect, then each push).
 WS_COUNTER = """
@@ -267,11 +268,7 @@ class ServerProcess:
         return "".join(self.output[-200:])
 
 
-@pytest.fixture
-def server(
-    transactional_db: None, channel_prefix: str, clean_live_keys: None
-) -> Iterator[ServerProcess]:
-    """The product's ASGI app in its own process, on the pytest-django test database."""
+def _server_env(channel_prefix: str) -> dict[str, str]:
     db = connection.settings_dict
     env = {key: value for key, value in os.environ.items() if key != "DJANGO_ALLOW_ASYNC_UNSAFE"}
     env.update(
@@ -280,16 +277,89 @@ def server(
         f"{db['PORT'] or 5432}/{db['NAME']}",
         REDIS_URL=settings.REDIS_URL,
         CHANNEL_PREFIX=channel_prefix,
+        HEARTBEAT_SECONDS=str(HEARTBEAT_SECONDS),
         PYTHONUNBUFFERED="1",
         LOG_LEVEL="WARNING",
     )
-    process = ServerProcess(env, free_port())
+    return env
+
+
+@pytest.fixture
+def server(
+    transactional_db: None, channel_prefix: str, clean_live_keys: None
+) -> Iterator[ServerProcess]:
+    """The product's ASGI app in its own process, on the pytest-django test database."""
+    process = ServerProcess(_server_env(channel_prefix), free_port())
     process.start()
     try:
         yield process
     finally:
         process.stop()
         # Shown by pytest only when the test failed.
+        print(f"--- server output ({process.base_url}) ---\n{process.log()}")
+
+
+class RedisProcess:
+    """A redis-server of the test's own on a free loopback port, stoppable and restartable."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port)]
+        argv += ["--save", "", "--appendonly", "no", "--loglevel", "notice"]
+        self.process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert self.process.stdout is not None
+        for line in self.process.stdout:  # blocks until redis says it is ready (or exits)
+            if "Ready to accept connections" in line:
+                threading.Thread(target=self.process.stdout.read, daemon=True).start()
+                return
+        raise RuntimeError(f"redis-server on port {self.port} exited while starting")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def private_redis(settings: Any, channel_prefix: str) -> Iterator[RedisProcess]:
+    """Point this test (and the server it starts) at a Redis it may stop and restart."""
+    from channels.layers import channel_layers
+
+    process = RedisProcess(free_port())
+    process.start()
+    settings.REDIS_URL = process.url
+    layers = {name: dict(layer) for name, layer in settings.CHANNEL_LAYERS.items()}
+    config = dict(layers["default"]["CONFIG"])
+    config["hosts"] = [{**config["hosts"][0], "address": process.url}]
+    layers["default"]["CONFIG"] = config
+    settings.CHANNEL_LAYERS = layers
+    channel_layers.backends = {}
+    publish_module._client = None
+    try:
+        yield process
+    finally:
+        process.stop()
+        channel_layers.backends = {}
+        publish_module._client = None
+
+
+@pytest.fixture
+def server_on_private_redis(
+    transactional_db: None, private_redis: RedisProcess
+) -> Iterator[ServerProcess]:
+    env = _server_env(settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"])
+    process = ServerProcess(env, free_port())
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
         print(f"--- server output ({process.base_url}) ---\n{process.log()}")
 
 
@@ -312,6 +382,23 @@ def make_agent(transactional_db: None) -> Callable[[str], User]:
     return make
 
 
+def logged_in_context(
+    browser: Browser, server: ServerProcess, user: User | None = None
+) -> BrowserContext:
+    """A browser context on ``server``, logged in as ``user`` (a copied session cookie)."""
+    context = browser.new_context(base_url=server.base_url)
+    context.set_default_timeout(10_000)
+    context.add_init_script(WS_COUNTER)
+    if user is not None:
+        client = Client()
+        client.force_login(user)
+        session = client.cookies[settings.SESSION_COOKIE_NAME].value
+        context.add_cookies(
+            [{"name": settings.SESSION_COOKIE_NAME, "value": session, "url": server.base_url}]
+        )
+    return context
+
+
 @pytest.fixture
 def new_context(
     playwright_browser: Browser, server: ServerProcess
@@ -320,17 +407,8 @@ def new_context(
     contexts: list[BrowserContext] = []
 
     def make(user: User | None = None) -> BrowserContext:
-        context = playwright_browser.new_context(base_url=server.base_url)
-        context.set_default_timeout(10_000)
-        context.add_init_script(WS_COUNTER)
+        context = logged_in_context(playwright_browser, server, user)
         contexts.append(context)
-        if user is not None:
-            client = Client()
-            client.force_login(user)
-            session = client.cookies[settings.SESSION_COOKIE_NAME].value
-            context.add_cookies(
-                [{"name": settings.SESSION_COOKIE_NAME, "value": session, "url": server.base_url}]
-            )
         return context
 
     yield make

@@ -9,10 +9,16 @@ from typing import Any
 
 import pytest
 from django.utils import timezone
-from playwright.sync_api import BrowserContext, Dialog, Page, Request, expect
+from playwright.sync_api import Browser, BrowserContext, Dialog, Page, Request, expect
 
 from dashboard.models import Board
-from tests.browser.conftest import ServerProcess, in_thread, push, wait_for_ws_messages
+from tests.browser.conftest import (
+    ServerProcess,
+    in_thread,
+    logged_in_context,
+    push,
+    wait_for_ws_messages,
+)
 from tests.factories import make_user
 from tickets.actions import record_event
 from tickets.models import EventKind, Ticket, User
@@ -211,3 +217,34 @@ def test_kiosk_link_works_without_login_until_revoked(
     response = refused.goto(kiosk_url)
     assert response is not None and response.status == 403
     expect(refused.locator("body")).not_to_contain_text("Wall of fame")
+
+
+def test_board_shows_stale_while_redis_is_down_and_recovers_when_it_returns(
+    board: Board,
+    viewer: User,
+    private_redis: Any,
+    server_on_private_redis: ServerProcess,
+    at_risk_ticket: Callable[..., Ticket],
+    playwright_browser: Browser,
+) -> None:
+    ticket = at_risk_ticket("Backups failed overnight")
+    context = logged_in_context(playwright_browser, server_on_private_redis, viewer)
+    page, navigations = open_board(context)
+    conn = page.locator("#conn")
+    at_risk = page.locator("#board-queue")
+    expect(at_risk).to_contain_text("Backups failed overnight")
+    wait_for_ws_messages(page, 1)
+    expect(conn).to_have_text("● Live")
+
+    private_redis.stop()  # pushes and heartbeats travel through Redis: both stop
+    expect(conn).to_contain_text("stale since", timeout=30_000)
+    human_reply(ticket)  # the database keeps working: nothing is lost
+
+    private_redis.start()  # same port, empty: screens re-register and resubscribe
+    expect(conn).to_have_text("● Live", timeout=30_000)
+    expect(at_risk).to_contain_text(NOTHING_AT_RISK)
+    in_thread(at_risk_ticket, "Wi-Fi drops every few minutes in warehouse")
+    assert push() >= 1
+    expect(at_risk).to_contain_text("Wi-Fi drops every few minutes in warehouse")
+    assert len(navigations) == 1, f"the page reloaded instead of reconnecting: {navigations}"
+    context.close()

@@ -169,11 +169,9 @@ async def test_an_unknown_board_is_refused(org: dict, live_redis: Any) -> None:
 
 
 async def test_revoking_a_kiosk_link_cuts_off_screens_already_open(
-    org: dict, live_redis: Any, monkeypatch: pytest.MonkeyPatch
+    org: dict, live_redis: Any, settings: Any
 ) -> None:
-    from dashboard import consumers
-
-    monkeypatch.setattr(consumers, "HEARTBEAT_SECONDS", 0.2)
+    settings.HEARTBEAT_SECONDS = 0.2
     board = org["board"]
     token = await sync_to_async(board.rotate_kiosk_token)()
     screen, _ = await connect(f"/ws/boards/everything/?kiosk={token}")
