@@ -305,18 +305,20 @@ class RedisProcess:
     def __init__(self, port: int) -> None:
         self.port = port
         self.url = f"redis://127.0.0.1:{port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
         argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port)]
         argv += ["--save", "", "--appendonly", "no", "--loglevel", "notice"]
-        self.process = subprocess.Popen(
+        process = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        assert self.process.stdout is not None
-        for line in self.process.stdout:  # blocks until redis says it is ready (or exits)
+        self.process = process
+        stdout = process.stdout
+        assert stdout is not None
+        for line in stdout:  # blocks until redis says it is ready (or exits)
             if "Ready to accept connections" in line:
-                threading.Thread(target=self.process.stdout.read, daemon=True).start()
+                threading.Thread(target=stdout.read, daemon=True).start()
                 return
         raise RuntimeError(f"redis-server on port {self.port} exited while starting")
 
@@ -353,7 +355,8 @@ def private_redis(settings: Any, channel_prefix: str) -> Iterator[RedisProcess]:
 def server_on_private_redis(
     transactional_db: None, private_redis: RedisProcess
 ) -> Iterator[ServerProcess]:
-    env = _server_env(settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"])
+    config: dict[str, Any] = settings.CHANNEL_LAYERS["default"]["CONFIG"]
+    env = _server_env(config["prefix"])
     process = ServerProcess(env, free_port())
     process.start()
     try:
