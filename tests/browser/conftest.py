@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 import redis
@@ -355,7 +355,7 @@ def private_redis(settings: Any, channel_prefix: str) -> Iterator[RedisProcess]:
 def server_on_private_redis(
     transactional_db: None, private_redis: RedisProcess
 ) -> Iterator[ServerProcess]:
-    config: dict[str, Any] = settings.CHANNEL_LAYERS["default"]["CONFIG"]
+    config = cast(dict[str, Any], settings.CHANNEL_LAYERS["default"]["CONFIG"])
     env = _server_env(config["prefix"])
     process = ServerProcess(env, free_port())
     process.start()
