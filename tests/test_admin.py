@@ -26,6 +26,7 @@ pytestmark = pytest.mark.django_db
 MODELS = [
     "dashboard/board",
     "policies/auditentry",
+    "tickets/apitoken",
     "tickets/partner",
     "tickets/customer",
     "tickets/user",
@@ -335,3 +336,23 @@ def test_an_admin_creates_a_board_and_its_kiosk_link(admin: Client) -> None:
     )
     board.refresh_from_db()
     assert board.kiosk_token == ""
+
+
+def test_an_api_token_is_shown_once_and_stored_hashed(admin: Client) -> None:
+    from tickets.models import ApiToken, hash_token
+
+    response = admin.post(
+        "/admin/tickets/apitoken/add/",
+        {"name": "Zendesk", "partner": "", "requests_per_minute": "600"},
+        follow=True,
+    )
+    page = response.content.decode()
+    secret = page.split("API token for Zendesk: ")[1].split(" ")[0]
+    token = ApiToken.objects.get(name="Zendesk")
+    assert token.token_hash == hash_token(secret) and secret not in token.token_hash
+    assert secret not in admin.get(f"/admin/tickets/apitoken/{token.pk}/change/").content.decode()
+    admin.post(
+        "/admin/tickets/apitoken/", {"action": "revoke", "_selected_action": [str(token.pk)]}
+    )
+    token.refresh_from_db()
+    assert token.revoked_at is not None

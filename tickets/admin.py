@@ -16,6 +16,7 @@ from policies.timezones import timezone_choices
 from tickets.actions import TicketActionError, change_ticket, open_ticket
 from tickets.models import (
     OPEN_STATUSES,
+    ApiToken,
     Customer,
     CustomerTier,
     Partner,
@@ -370,3 +371,54 @@ class TicketAdmin(admin.ModelAdmin):
         except TicketActionError as exc:
             self.message_user(request, str(exc), level=messages.ERROR)
             raise
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "prefix",
+        "partner",
+        "requests_per_minute",
+        "created_at",
+        "last_used_at",
+        "state",
+    ]
+    list_filter = ["partner", ("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "prefix"]
+    fields = [
+        "name",
+        "partner",
+        "requests_per_minute",
+        "prefix",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
+    readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
+    actions = ["revoke"]
+
+    @admin.display(description="state")
+    def state(self, obj: ApiToken) -> str:
+        return "revoked" if obj.revoked_at else "active"
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        token, secret = ApiToken.issue(
+            name=obj.name, partner=obj.partner, requests_per_minute=obj.requests_per_minute
+        )
+        obj.pk, obj.prefix, obj.token_hash = token.pk, token.prefix, token.token_hash
+        obj._state.adding = False
+        self.message_user(
+            request,
+            f"API token for {obj.name}: {secret} — copy it now: it is stored hashed and will "
+            "not be shown again.",
+            messages.WARNING,
+        )
+
+    @admin.action(description="Revoke selected tokens (they stop working at once)")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)

@@ -335,3 +335,78 @@ class TicketEvent(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise ValueError("Ticket events are append-only and cannot be deleted.")
+
+
+def hash_token(token: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class ApiToken(models.Model):
+    """An integration's key to the API. Only its hash is stored; the token is shown once."""
+
+    name = models.CharField(max_length=200, help_text="Which integration uses it.")
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    partner = models.ForeignKey(
+        Partner,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="api_tokens",
+        help_text="If set, the token can only read and write this partner's tickets.",
+    )
+    requests_per_minute = models.PositiveIntegerField(
+        default=600, help_text="Requests above this rate get 429 Too Many Requests."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @classmethod
+    def issue(
+        cls, *, name: str, partner: Partner | None = None, **fields: Any
+    ) -> tuple[ApiToken, str]:
+        """Create a token; return it with the secret, which is never stored or shown again."""
+        import secrets
+
+        secret = "slb_" + secrets.token_urlsafe(32)
+        token = cls.objects.create(
+            name=name,
+            partner=partner,
+            prefix=secret[:12],
+            token_hash=hash_token(secret),
+            **fields,
+        )
+        return token, secret
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+class IdempotentRequest(models.Model):
+    """The answer to a request sent with an Idempotency-Key, replayed on retries."""
+
+    token = models.ForeignKey(ApiToken, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=200)
+    fingerprint = models.CharField(max_length=64, help_text="Hash of method, path and body.")
+    status_code = models.PositiveSmallIntegerField()
+    response = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["token", "key"], name="idempotency_unique_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} → {self.status_code}"
