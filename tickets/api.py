@@ -609,6 +609,9 @@ def _encode_cursor(ticket: Ticket) -> str:
 
 @router.get("/tickets", response={200: TicketPage, **COMMON}, summary="List tickets (cursor pages)")
 def list_tickets(request: HttpRequest, filters: Query[TicketFilters]) -> Any:
+    unknown = sorted(set(request.GET) - set(TicketFilters.model_fields))
+    if unknown:  # a misspelt filter must not silently return everything
+        raise ApiError(422, f"Unknown query parameter {unknown[0]!r}.", unknown[0] or "query")
     tickets = _scoped(_token(request)).prefetch_related("clocks")
     if filters.partner:
         tickets = tickets.filter(partner__name=filters.partner)

@@ -242,6 +242,8 @@ def test_the_list_filters_and_pages_with_a_cursor(token: str) -> None:
     assert red == []  # opened 30 min ago on a 1 h target
     assert api.get("/tickets", cursor="garbage").status_code == 400
     assert api.get("/tickets", limit=0).status_code == 422
+    misspelt = api.get("/tickets", priorty="high")
+    assert misspelt.status_code == 422 and misspelt.json()["errors"][0]["field"] == "priorty"
 
 
 def test_a_batch_is_applied_in_order_and_atomic_per_ticket(token: str) -> None:
