@@ -24,9 +24,24 @@ from dashboard.boards import (
     render_queue_fragments,
 )
 from dashboard.models import Board
-from dashboard.publish import LIVE_KEY, last_tick
+from dashboard.publish import LIVE_KEY, kiosk_digest, kiosk_group, last_tick
 
 log = logging.getLogger(__name__)
+
+_redis_by_loop: dict[int, aioredis.Redis] = {}
+
+
+def shared_redis() -> aioredis.Redis:
+    """One Redis client per event loop (a server process has one), not one per screen."""
+    loop = id(asyncio.get_running_loop())
+    client = _redis_by_loop.get(loop)
+    if client is None:
+        if len(_redis_by_loop) > 8:  # loops come and go in tests; a server has one
+            _redis_by_loop.clear()
+        client = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
+        _redis_by_loop[loop] = client
+    return client
+
 
 FORBIDDEN = 4403  # an application close code: the page stops retrying and says why
 TRY_AGAIN_LATER = 1013
@@ -58,6 +73,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
             self.group = None
             await self.close(code=TRY_AGAIN_LATER)
             return
+        if self.kiosk is not None:  # hears of the link being rotated or revoked
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_add(kiosk_group(self.kiosk[0]), self.channel_name)
         await self._register()
         await self.send(text_data="".join(snapshot.values()))
         self.beat_task = asyncio.create_task(self._beat())
@@ -88,29 +106,14 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def _register(self) -> None:
         """Tell the publisher this group has a live screen (refreshed with each heartbeat)."""
         assert self.group is not None
-        client = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
         try:
-            await client.zadd(LIVE_KEY, {self.group: time.time()})
+            await shared_redis().zadd(LIVE_KEY, {self.group: time.time()})
         except Exception as error:  # Redis down: the socket still gets its snapshot
             log.warning("could not register live group %s: %s", self.group, error)
-        finally:
-            await client.aclose()
-
-    def _kiosk_still_valid(self) -> bool:
-        assert self.kiosk is not None
-        board_id, token = self.kiosk
-        board = Board.objects.filter(pk=board_id).first()
-        return board is not None and board.kiosk_matches(token)
 
     async def _beat(self) -> None:
         while True:
             await asyncio.sleep(settings.HEARTBEAT_SECONDS)
-            if (
-                self.kiosk is not None
-                and not await database_sync_to_async(self._kiosk_still_valid)()
-            ):
-                await self.close(code=FORBIDDEN)  # the link was revoked or rotated
-                return
             # The heartbeat travels through the channel layer like every push, so a screen
             # whose pushes cannot arrive (Redis down) stops hearing it and shows it is stale.
             assert self.channel_layer is not None
@@ -130,12 +133,22 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if self.group is not None and self.channel_layer is not None:
             with contextlib.suppress(Exception):
                 await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.kiosk is not None and self.channel_layer is not None:
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_discard(
+                    kiosk_group(self.kiosk[0]), self.channel_name
+                )
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Screens send nothing that matters; ignore it."""
 
     async def board_update(self, event: dict[str, Any]) -> None:
         await self.send(text_data=event["html"])
+
+    async def kiosk_changed(self, event: dict[str, Any]) -> None:
+        """The board's kiosk link was rotated or revoked: screens on the old link must go."""
+        if self.kiosk is not None and kiosk_digest(self.kiosk[1]) != event["valid"]:
+            await self.close(code=FORBIDDEN)
 
     async def heartbeat(self, event: dict[str, Any]) -> None:
         html = render_to_string("dashboard/fragments/heartbeat.html", {"at": event["at"]})

@@ -121,14 +121,7 @@ def publish(*, now: datetime) -> int:
 
 def send_batch(messages: list[tuple[str, str]]) -> None:
     """Send many (group, html) pushes in one event-loop entry (one connection, not one each)."""
-    layer = get_channel_layer()
-    assert layer is not None
-
-    async def send_all() -> None:
-        for group, html in messages:
-            await layer.group_send(group, {"type": "board.update", "html": html})
-
-    async_to_sync(send_all)()
+    send_batch_events([(group, {"type": "board.update", "html": html}) for group, html in messages])
 
 
 def record_tick(now: datetime) -> None:
@@ -144,3 +137,32 @@ def last_tick() -> Any:
     except redis.RedisError:
         return None
     return datetime.fromisoformat(value.decode()) if isinstance(value, bytes) else None
+
+
+def kiosk_group(board_id: int) -> str:
+    return f"kiosk-{board_id}"
+
+
+def kiosk_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest() if token else ""
+
+
+def announce_kiosk_change(board_id: int, token: str) -> None:
+    """Tell screens on a board's kiosk link that only ``token`` is valid now ("" = none)."""
+    try:
+        send_batch_events(
+            [(kiosk_group(board_id), {"type": "kiosk.changed", "valid": kiosk_digest(token)})]
+        )
+    except Exception as error:  # Redis down: those screens are refused when they reconnect
+        log.warning("could not announce a kiosk link change: %s", error)
+
+
+def send_batch_events(events: list[tuple[str, dict[str, Any]]]) -> None:
+    layer = get_channel_layer()
+    assert layer is not None
+
+    async def send_all() -> None:
+        for group, event in events:
+            await layer.group_send(group, event)
+
+    async_to_sync(send_all)()
