@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import redis.asyncio as aioredis
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -53,6 +54,16 @@ class LiveConsumer(AsyncWebsocketConsumer):
     group: str | None = None
     beat_task: asyncio.Task[None] | None = None
     kiosk: tuple[int, str] | None = None  # (board id, token) when watching through a kiosk link
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Like channels' dispatch without its per-message ``close_old_connections`` hop to the
+        database thread: no handler here touches the database except through
+        ``database_sync_to_async`` (which manages connections itself), and that hop for every
+        push to every screen dominated the cost of a push to 1 000 screens."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self) -> None:
         kwargs = self.scope["url_route"]["kwargs"]
