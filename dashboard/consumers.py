@@ -25,7 +25,7 @@ from dashboard.boards import (
     render_queue_fragments,
 )
 from dashboard.models import Board
-from dashboard.publish import LIVE_KEY, kiosk_digest, kiosk_group, last_tick
+from dashboard.publish import key, kiosk_digest, kiosk_group, last_tick
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         """Tell the publisher this group has a live screen (refreshed with each heartbeat)."""
         assert self.group is not None
         try:
-            await shared_redis().zadd(LIVE_KEY, {self.group: time.time()})
+            await shared_redis().zadd(key("live"), {self.group: time.time()})
         except Exception as error:  # Redis down: the socket still gets its snapshot
             log.warning("could not register live group %s: %s", self.group, error)
 

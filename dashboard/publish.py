@@ -29,10 +29,16 @@ from dashboard.models import Board
 
 log = logging.getLogger(__name__)
 
-LIVE_KEY = "slaboard:live"  # sorted set: group -> last heartbeat (epoch seconds)
-SENT_KEY = "slaboard:sent:"  # hash per group: fragment -> sha1 of the last push
-PENDING_KEY = "slaboard:publish:pending"
-TICK_KEY = "slaboard:tick:last"
+
+def key(name: str) -> str:
+    """A Redis key under the channel prefix, so two installs sharing one Redis keep apart:
+    live (sorted set: group -> last heartbeat), sent:<group> (hash: fragment -> sha1 of the
+    last push), publish:pending, publish:again, tick:last."""
+    config = cast(dict[str, Any], settings.CHANNEL_LAYERS["default"]["CONFIG"])
+    prefix = config.get("prefix", "slaboard")
+    return f"{prefix}:{name}"
+
+
 COALESCE_MS = 250
 LIVE_FOR_SECONDS = 60
 
@@ -50,26 +56,47 @@ def redis_client() -> redis.Redis:
 
 
 def mark_dirty() -> None:
-    """Ask for a publish soon. Never raises: Redis loss may delay screens, never a write."""
+    """Ask for a publish. Never raises: Redis loss may delay screens, never a write.
+
+    Leading edge: the first change in a quiet period publishes at once. Changes while a
+    publish is pending or just ran set a flag, and the publish task runs once more
+    ``COALESCE_MS`` later — so a burst of 10 000 changes makes a few publishes, not 10 000.
+    """
     global _last_scheduled
     monotonic = time.monotonic()
     if monotonic - _last_scheduled < COALESCE_MS / 1000 / 2:
         return
     _last_scheduled = monotonic
     try:
-        if redis_client().set(PENDING_KEY, "1", nx=True, px=COALESCE_MS):
+        client = redis_client()
+        if client.set(key("publish:pending"), "1", nx=True, px=COALESCE_MS):
             from dashboard.tasks import publish_task
 
-            publish_task.apply_async(countdown=COALESCE_MS / 1000, expires=30)
+            publish_task.apply_async(expires=30)
+        else:
+            client.set(key("publish:again"), "1", ex=30)
     except Exception as error:  # broker or Redis down: screens catch up on the next tick
         log.warning("could not schedule a publish: %s", error)
+
+
+def publish_and_follow_up(*, now: datetime) -> int:
+    """What the publish task runs: publish, then once more if changes came meanwhile."""
+    client = redis_client()
+    client.delete(key("publish:again"))  # changes from here on are either rendered now or flagged
+    sent = publish(now=now)
+    if client.delete(key("publish:again")):
+        from dashboard.tasks import publish_task
+
+        client.set(key("publish:pending"), "1", px=COALESCE_MS * 2)
+        publish_task.apply_async(countdown=COALESCE_MS / 1000, expires=30)
+    return sent
 
 
 def live_groups(now: datetime) -> list[str]:
     client = redis_client()
     since = now.timestamp() - LIVE_FOR_SECONDS
-    client.zremrangebyscore(LIVE_KEY, "-inf", since)
-    members = cast(list[bytes], client.zrangebyscore(LIVE_KEY, since, "+inf"))
+    client.zremrangebyscore(key("live"), "-inf", since)
+    members = cast(list[bytes], client.zrangebyscore(key("live"), since, "+inf"))
     return sorted(member.decode() for member in members)
 
 
@@ -100,7 +127,7 @@ def publish(*, now: datetime) -> int:
         fragments = render_group(group, now, boards, evaluated_at)
         if fragments is None:
             continue
-        stored = cast(dict[bytes, bytes], client.hgetall(SENT_KEY + group))
+        stored = cast(dict[bytes, bytes], client.hgetall(key("sent:" + group)))
         sent = {k.decode(): v.decode() for k, v in stored.items()}
         changed: dict[str, str] = {}
         parts = []
@@ -112,8 +139,8 @@ def publish(*, now: datetime) -> int:
         if changed:
             # One message per group: fan-out costs per delivered message, not per byte.
             messages.append((group, "".join(parts)))
-            client.hset(SENT_KEY + group, mapping=changed)
-            client.expire(SENT_KEY + group, 3600)
+            client.hset(key("sent:" + group), mapping=changed)
+            client.expire(key("sent:" + group), 3600)
     if messages:
         send_batch(messages)
     return len(messages)
@@ -126,14 +153,14 @@ def send_batch(messages: list[tuple[str, str]]) -> None:
 
 def record_tick(now: datetime) -> None:
     try:
-        redis_client().set(TICK_KEY, now.isoformat(), ex=3600)
+        redis_client().set(key("tick:last"), now.isoformat(), ex=3600)
     except redis.RedisError as error:
         log.warning("could not record the tick time: %s", error)
 
 
 def last_tick() -> Any:
     try:
-        value = redis_client().get(TICK_KEY)
+        value = redis_client().get(key("tick:last"))
     except redis.RedisError:
         return None
     return datetime.fromisoformat(value.decode()) if isinstance(value, bytes) else None

@@ -5,10 +5,9 @@ from __future__ import annotations
 from celery import shared_task
 from django.utils import timezone
 
-from dashboard.publish import PENDING_KEY, publish, redis_client
+from dashboard.publish import publish_and_follow_up
 
 
 @shared_task(name="dashboard.publish", ignore_result=True)
 def publish_task() -> int:
-    redis_client().delete(PENDING_KEY)  # changes from now on schedule the next publish
-    return publish(now=timezone.now())
+    return publish_and_follow_up(now=timezone.now())

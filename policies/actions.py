@@ -498,7 +498,7 @@ def schedule_resync(*, now: datetime, cause: str, ticket_ids: list[int] | None) 
     return f"re-syncing the clocks of {count} open tickets in the background"
 
 
-TICK_LOCK = "slaboard:tick:lock"
+TICK_LOCK = "slaboard:tick:lock"  # shared by every beat of this database, on purpose
 
 
 def run_tick(*, now: datetime, redis_url: str) -> int | None:

@@ -153,8 +153,8 @@ def channel_prefix(settings: Any) -> str:
 def _clear_live_keys() -> None:
     client = redis.Redis.from_url(settings.REDIS_URL)
     try:
-        keys = [publish_module.LIVE_KEY, publish_module.PENDING_KEY]
-        keys += list(client.scan_iter(match=publish_module.SENT_KEY + "*", count=1000))
+        keys = [publish_module.key("live"), publish_module.key("publish:pending")]
+        keys += list(client.scan_iter(match=publish_module.key("sent:") + "*", count=1000))
         client.delete(*keys)
     finally:
         client.close()

@@ -16,7 +16,7 @@ from tickets.models import Ticket
 @pytest.fixture
 def live_redis(redis_client: Any) -> Iterator[Any]:
     """Real Redis with slaboard's live-screen keys cleared."""
-    for key in redis_client.scan_iter("slaboard:*"):
+    for key in redis_client.scan_iter("slaboard*"):
         redis_client.delete(key)
     yield redis_client
 
