@@ -1,29 +1,32 @@
 """Benchmark the SLA minute tick: ``policies.actions.reevaluate_due_clocks``.
 
 Run from the repository root (PostgreSQL only; the database is created if missing and
-dropped at the end unless ``--keep``):
+dropped at the end unless ``--keep``; results and findings: docs/bench-tick.md):
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/slaboard_bench \\
-        .venv/bin/python bench/bench_tick.py [--sizes 10000,100000,1000000] [--reps 3] [--keep]
-        [--alternatives]
+        .venv/bin/python bench/bench_tick.py [--sizes 10000,100000,1000000] [--reps 3]
+        [--keep] [--alternatives] [--ticks 10]
 
 Workload, for each size N: N open tickets with 3 running clocks each (first response,
 resolution plan, resolution), all green with ``next_change_at = yellow_at``. Exactly 1 % of
 the clocks (every 100th clock in insertion order, so scattered over the whole table like
 real due clocks) are due at the bench ``now``: a third of them move to yellow, a third to
-orange, a third to red (breached). The rest change colour at some minute of the next week.
-Rows are loaded with server-side ``INSERT ... SELECT ... FROM generate_series`` and the
-tables are ``VACUUM ANALYZE``d before measuring.
+orange, a third to red (breached). Each of the others turns yellow during one of the 99
+minutes after ``now``. Rows are loaded with server-side ``INSERT ... SELECT ... FROM
+generate_series`` and the tables are ``VACUUM ANALYZE``d before measuring.
 
 Each repetition starts from the same state (see ``prepare``: due clocks back to green, the
 table re-clustered in load order so the due clocks are scattered again, VACUUM ANALYZE,
 CHECKPOINT), runs the tick once under ``CaptureQueriesContext`` (it must move every due
-clock), then again with the same ``now`` (it must move nothing: the tick is idempotent).
-The median of the repetitions is reported, with the WAL each tick wrote. For the largest
-size the script also prints ``EXPLAIN (ANALYZE, BUFFERS)`` of the tick's SELECT and
-``EXPLAIN (ANALYZE, BUFFERS, WAL)`` of its UPDATE (in a rolled-back transaction), and, with
-``--alternatives``, times other formulations of the same UPDATE and settings (raw SQL and
-session settings in the bench database; nothing in the product is changed).
+clock), then again with the same ``now`` (it must move nothing: the tick is idempotent),
+then once more after a VACUUM. The median of the repetitions is reported with the query
+count, the CPU time of the PostgreSQL backend and of Python (steadier than wall time when
+other processes share the machine) and the WAL the tick wrote. For the largest size the
+script also prints ``EXPLAIN (ANALYZE, BUFFERS)`` of the tick's SELECT and ``EXPLAIN
+(ANALYZE, BUFFERS, WAL)`` of its UPDATE (in a rolled-back transaction); ``--alternatives``
+times other formulations of the same UPDATE and settings (raw SQL, session settings and
+one dropped index in the bench database; nothing in the product is changed); ``--ticks K``
+runs K consecutive ticks a minute apart with nothing reset or forced in between.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ from policies.actions import reevaluate_due_clocks  # noqa: E402
 from policies.models import SLAClock  # noqa: E402
 from tickets.models import Partner, Ticket, TicketEvent  # noqa: E402
 
-# The bench instant: every due clock changed colour at most 50 min before it.
+# The bench instant: every due clock changed colour 1 to 50 min before it.
 NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
 LOADED_AT = datetime(2027, 3, 1, 11, 0, tzinfo=UTC)
 CLOCKS_PER_TICKET = 3
@@ -284,9 +287,8 @@ def wal_lsn() -> str:
 
 
 def wal_mb(since: str) -> float:
-    return fetchall("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %(lsn)s)", {"lsn": since})[0][
-        0
-    ] / (1024 * 1024)
+    ((diff,),) = fetchall("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %(lsn)s)", {"lsn": since})
+    return float(diff) / (1024 * 1024)
 
 
 # --- measure -------------------------------------------------------------------------------
@@ -399,17 +401,19 @@ def shorten(sql: str, limit: int = 400) -> str:
 # --- alternatives (raw SQL, for the findings; the product code is not changed) --------------
 
 # The tick's SET clause, as policies.actions builds it.
-CASES = """
+SET_BUCKET = """
     bucket = CASE WHEN due_at <= %(now)s OR breached_at <= %(now)s THEN 'red'
                   WHEN orange_at <= %(now)s THEN 'orange'
-                  WHEN yellow_at <= %(now)s THEN 'yellow' ELSE 'green' END,
+                  WHEN yellow_at <= %(now)s THEN 'yellow' ELSE 'green' END"""
+SET_NEXT_CHANGE = """
     next_change_at = CASE WHEN due_at <= %(now)s OR breached_at <= %(now)s THEN NULL
                           WHEN orange_at <= %(now)s THEN due_at
-                          WHEN yellow_at <= %(now)s THEN orange_at ELSE yellow_at END,
+                          WHEN yellow_at <= %(now)s THEN orange_at ELSE yellow_at END"""
+SET_REST = """
     breached_at = CASE WHEN breached_at IS NOT NULL THEN breached_at
                        WHEN due_at <= %(now)s THEN due_at ELSE NULL END,
-    updated_at = %(now)s
-"""
+    updated_at = %(now)s"""
+CASES = f"{SET_BUCKET},{SET_NEXT_CHANGE},{SET_REST}"
 
 
 def checkpoints() -> int:
@@ -478,6 +482,40 @@ def ticket_only_index() -> tuple[str, str] | None:
     return (str(rows[0][0]), str(rows[0][1])) if rows else None
 
 
+def hot_bound_update() -> int:
+    """A lower bound, not a tick: the same rows, but only columns no index covers change.
+
+    Run with fillfactor 90 and without the (status, bucket) index (see ``alternatives``), so
+    PostgreSQL can make every update heap-only (HOT): no index entry is written. A real tick
+    could only do this if it found its due clocks without an index on a column it rewrites.
+    """
+    return execute(
+        f"UPDATE {CLOCKS} SET {SET_BUCKET},{SET_REST} "
+        "WHERE status = 'running' AND next_change_at <= %(now)s",
+        {"now": NOW},
+    )
+
+
+def schema_change(kind: str) -> list[str]:
+    """Apply a bench-only schema change; return the SQL that undoes it."""
+    undo = []
+    if kind in ("drop-ticket-index", "hot"):
+        dropped = ticket_only_index() if kind == "drop-ticket-index" else None
+        if kind == "hot":
+            rows = fetchall(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %(t)s "
+                "AND indexname = 'clock_status_bucket'",
+                {"t": CLOCKS},
+            )
+            dropped = (str(rows[0][0]), str(rows[0][1])) if rows else None
+            execute(f"ALTER TABLE {CLOCKS} SET (fillfactor = 90)")
+            undo.append(f"ALTER TABLE {CLOCKS} RESET (fillfactor)")
+        if dropped is not None:
+            execute(f'DROP INDEX "{dropped[0]}"')
+            undo.append(dropped[1])
+    return undo
+
+
 def alternatives(due: int, reps: int) -> list[tuple[str, float, int, float, float]]:
     """Time other formulations / settings of the same tick, each from ``prepare()``."""
     try:
@@ -486,24 +524,23 @@ def alternatives(due: int, reps: int) -> list[tuple[str, float, int, float, floa
         lz4 = "SET wal_compression = lz4"
     except Exception:  # a server built without lz4
         lz4 = ""
-    # (label, function, SET run before the timing, drop the ticket_id-only index)
-    variants: list[tuple[str, Callable[[], int], str, bool]] = [
-        ("product: SELECT ids + UPDATE ... id IN (ids)", tick, "", False),
-        ("probe + one UPDATE by next_change_at", probe_update, "", False),
+    # (label, function, SET run before the timing, bench-only schema change)
+    variants: list[tuple[str, Callable[[], int], str, str]] = [
+        ("product: SELECT ids + UPDATE ... id IN (ids)", tick, "", ""),
+        ("probe + one UPDATE by next_change_at", probe_update, "", ""),
     ]
     if lz4:
         variants += [
-            ("product, wal_compression = lz4", tick, lz4, False),
-            ("probe + UPDATE, wal_compression = lz4", probe_update, lz4, False),
+            ("product, wal_compression = lz4", tick, lz4, ""),
+            ("probe + UPDATE, wal_compression = lz4", probe_update, lz4, ""),
         ]
-    variants.append(("probe + UPDATE, no ticket_id-only index", probe_update, "", True))
+    variants += [
+        ("probe + UPDATE, no ticket_id-only index", probe_update, "", "drop-ticket-index"),
+        ("bound: HOT update (fillfactor 90, no bucket index)", hot_bound_update, "", "hot"),
+    ]
     rows = []
-    for name, func, setting, drop_index in variants:
-        dropped = ticket_only_index() if drop_index else None
-        if drop_index and dropped is None:
-            continue
-        if dropped is not None:
-            execute(f'DROP INDEX "{dropped[0]}"')
+    for name, func, setting, schema in variants:
+        undo = schema_change(schema)
         try:
             times, wals, cpus = [], [], []
             for _ in range(reps):
@@ -535,8 +572,9 @@ def alternatives(due: int, reps: int) -> list[tuple[str, float, int, float, floa
                 flush=True,
             )
         finally:
-            if dropped is not None:
-                execute(dropped[1])
+            for sql in undo:
+                execute(sql)
+    prepare()  # the table packed again (fillfactor back to 100), for what follows
     return rows
 
 
