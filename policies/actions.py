@@ -11,7 +11,7 @@ import contextlib
 import threading
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from django.db import connection, transaction
@@ -28,6 +28,7 @@ from policies.models import (
     Policy,
     ReopenBehaviour,
     SLAClock,
+    TickWatermark,
 )
 from tickets.models import (
     OPEN_STATUSES,
@@ -416,15 +417,37 @@ def record_audit(
     )
 
 
-def reevaluate_due_clocks(*, now: datetime, batch_size: int = 50_000) -> int:
+# How far back each tick looks beyond the previous tick's ``now``: a re-sync that read its
+# ``now`` before the previous tick but committed after it is still seen (and moved) once.
+TICK_LOOKBACK = timedelta(minutes=1)
+
+
+def due_window(lower: datetime | None, now: datetime) -> Q:
+    """Running clocks with an instant in ``(lower, now]`` whose next change has come.
+
+    Served by the partial indexes on ``yellow_at``, ``orange_at`` and ``due_at`` (a bitmap
+    OR); ``next_change_at <= now`` is checked on the row, so a clock a re-sync or an earlier
+    tick already moved past ``now`` is left alone.
+    """
+    window = Q()
+    for name in ("yellow_at", "orange_at", "due_at"):
+        arm = Q(**{f"{name}__lte": now})
+        if lower is not None:
+            arm &= Q(**{f"{name}__gt": lower})
+        window |= arm
+    return Q(status=ClockStatus.RUNNING, next_change_at__lte=now) & window
+
+
+def reevaluate_due_clocks(*, now: datetime, lookback: timedelta = TICK_LOOKBACK) -> int:
     """Move every running clock whose next colour change has come; return how many moved.
 
-    One conditional UPDATE per batch over the partial index on ``next_change_at``: the cost
-    grows with the clocks that change, not with the open tickets. Running it twice with the
-    same ``now`` changes nothing the second time; after downtime one run catches up.
+    One UPDATE over the clocks with an instant since the last tick (``TickWatermark``, minus
+    ``lookback``), in the transaction that moves the watermark to ``now``: the cost grows with
+    the clocks that change, not with the open tickets. The row lock on the watermark
+    serialises overlapping ticks; a tick with a ``now`` at or before the watermark changes
+    nothing; a tick killed halfway is rolled back whole and redone by the next one; after
+    downtime one run catches up. The columns written are not indexed, so the updates are HOT.
     """
-    moved = 0
-    due = Q(status=ClockStatus.RUNNING, next_change_at__lte=now)
     red = Q(due_at__lte=now) | Q(breached_at__lte=now)
     new_bucket = Case(
         When(red, then=Value(Bucket.RED)),
@@ -443,17 +466,18 @@ def reevaluate_due_clocks(*, now: datetime, batch_size: int = 50_000) -> int:
         When(due_at__lte=now, then=F("due_at")),
         default=Value(None),
     )
-    while True:
-        ids = list(
-            SLAClock.objects.filter(due)
-            .order_by("next_change_at")
-            .values_list("pk", flat=True)[:batch_size]
-        )
-        if not ids:
-            return moved
-        moved += SLAClock.objects.filter(due, pk__in=ids).update(
+    with transaction.atomic():
+        mark, _ = TickWatermark.objects.select_for_update().get_or_create(pk=1)
+        last = mark.evaluated_until
+        if last is not None and now <= last:
+            return 0
+        moved = SLAClock.objects.filter(
+            due_window(None if last is None else last - lookback, now)
+        ).update(
             bucket=new_bucket, next_change_at=next_change, breached_at=breached, updated_at=now
         )
+        TickWatermark.objects.filter(pk=1).update(evaluated_until=now)
+    return moved
 
 
 def clock_counts(queryset: Any = None) -> dict[str, dict[str, int]]:

@@ -556,9 +556,17 @@ class SLAClock(models.Model):
 
     A projection of the ticket's events and the policies (``policies.actions``); the minute
     tick only moves ``bucket``/``next_change_at``/``breached_at`` along the stored instants.
+
+    None of the columns the tick writes is indexed, and the table keeps 10 % of each page free
+    (migration 0005), so PostgreSQL makes the tick's updates heap-only (HOT): no index entry is
+    written for a colour change. The tick finds due clocks through the partial indexes on the
+    instants, which only a re-sync writes (``docs/bench-tick.md``).
     """
 
-    ticket = models.ForeignKey("tickets.Ticket", on_delete=models.CASCADE, related_name="clocks")
+    # No index of its own: the unique (ticket, metric, cycle) index starts with ticket_id.
+    ticket = models.ForeignKey(
+        "tickets.Ticket", on_delete=models.CASCADE, related_name="clocks", db_index=False
+    )
     metric = models.CharField(max_length=30, choices=Metric.choices)
     cycle = models.PositiveSmallIntegerField(
         default=0, help_text="0, or the number of reopens before this resolution clock."
@@ -608,13 +616,16 @@ class SLAClock(models.Model):
             ),
         ]
         indexes = [
-            # The tick's only lookup: running clocks whose next colour change has come.
+            # The tick's lookups: running clocks with an instant inside the tick's window.
             models.Index(
-                fields=["next_change_at"],
-                condition=Q(status="running") & Q(next_change_at__isnull=False),
-                name="clock_next_change_running",
+                fields=["yellow_at"], condition=Q(status="running"), name="clock_yellow_running"
             ),
-            models.Index(fields=["status", "bucket"], name="clock_status_bucket"),
+            models.Index(
+                fields=["orange_at"], condition=Q(status="running"), name="clock_orange_running"
+            ),
+            models.Index(
+                fields=["due_at"], condition=Q(status="running"), name="clock_due_running"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -650,3 +661,20 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.action} {self.object_type} {self.object_repr}"
+
+
+class TickWatermark(models.Model):
+    """Up to when the minute tick has moved the clocks: one row, written with the clocks.
+
+    The tick looks only at running clocks with an instant in ``(evaluated_until - lookback,
+    now]`` and moves the watermark in the same transaction, so a tick that dies halfway is
+    rolled back and the next one redoes its window; after downtime one tick covers it all.
+    """
+
+    evaluated_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "tick watermark"
+
+    def __str__(self) -> str:
+        return f"evaluated until {self.evaluated_until}"

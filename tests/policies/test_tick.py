@@ -31,18 +31,21 @@ def test_the_tick_query_count_does_not_grow_with_open_tickets() -> None:
         calendar=make_always_calendar(), targets={Metric.FIRST_RESPONSE: timedelta(hours=4)}
     )
     _open_tickets(5, now)
+    reevaluate_due_clocks(now=now - timedelta(minutes=1))  # the previous tick
     SLAClock.objects.filter(pk=SLAClock.objects.first().pk).update(  # type: ignore[union-attr]
         next_change_at=now - timedelta(seconds=1), yellow_at=now - timedelta(seconds=1)
     )
     with CaptureQueriesContext(connection) as few:
         assert reevaluate_due_clocks(now=now) == 1
     _open_tickets(200, now)
+    later = now + timedelta(minutes=1)
     SLAClock.objects.filter(pk=SLAClock.objects.last().pk).update(  # type: ignore[union-attr]
-        next_change_at=now - timedelta(seconds=1), yellow_at=now - timedelta(seconds=1)
+        next_change_at=later - timedelta(seconds=1), yellow_at=later - timedelta(seconds=1)
     )
     with CaptureQueriesContext(connection) as many:
-        assert reevaluate_due_clocks(now=now) == 1
-    assert len(few.captured_queries) == len(many.captured_queries) == 3
+        assert reevaluate_due_clocks(now=later) == 1
+    # Lock the watermark, one UPDATE of the clocks, move the watermark (+ savepoint pair).
+    assert len(few.captured_queries) == len(many.captured_queries) == 5
 
 
 def test_a_tick_that_finds_the_lock_taken_does_nothing(redis_client: redis.Redis) -> None:
@@ -68,3 +71,29 @@ def test_the_tick_records_when_clocks_were_last_evaluated(redis_client: redis.Re
     now = timezone.now()
     run_tick(now=now, redis_url=settings.REDIS_URL)
     assert last_tick() == now
+
+
+def test_a_resync_that_committed_after_a_tick_it_predates_is_still_moved() -> None:
+    """A request read ``now`` before a tick but committed after it: the next tick catches it."""
+    now = timezone.now()
+    make_sla_policy(
+        calendar=make_always_calendar(), targets={Metric.FIRST_RESPONSE: timedelta(hours=4)}
+    )
+    _open_tickets(1, now)
+    reevaluate_due_clocks(now=now)  # the previous tick
+    # What the late request wrote: computed at now - 5 s, turning yellow at now - 2 s.
+    SLAClock.objects.update(
+        yellow_at=now - timedelta(seconds=2), next_change_at=now - timedelta(seconds=2)
+    )
+    assert reevaluate_due_clocks(now=now + timedelta(minutes=1)) == 1
+    assert SLAClock.objects.get().bucket == "yellow"
+    assert reevaluate_due_clocks(now=now + timedelta(minutes=2)) == 0
+
+
+def test_a_tick_older_than_the_last_one_changes_nothing() -> None:
+    now = timezone.now()
+    make_sla_policy(calendar=make_always_calendar())
+    ticket = make_ticket(now=now - timedelta(hours=2), opened_at=now - timedelta(hours=2))
+    assert reevaluate_due_clocks(now=now) == 2
+    assert reevaluate_due_clocks(now=now - timedelta(minutes=5)) == 0
+    assert ticket.clocks.get(metric=Metric.FIRST_RESPONSE).bucket == "red"
