@@ -7,6 +7,11 @@ log (``project_ticket``), so out-of-order delivery gives the same ticket as in-o
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -58,11 +63,27 @@ PROJECTED_FIELDS = [
 
 
 class TicketActionError(ValueError):
-    """A request that cannot be applied, with a message for the person who made it."""
+    """A request that cannot be applied, with a message for the person who made it.
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    ``index`` is the position of the offending event when several were given at once.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, index: int | None = None) -> None:
         super().__init__(message)
         self.field = field
+        self.index = index
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """One fact to append to a ticket's log (see ``record_events``)."""
+
+    kind: str
+    at: datetime
+    actor_kind: str = ActorKind.HUMAN
+    user: User | None = None
+    payload: dict[str, Any] = dataclasses.field(default_factory=dict)
+    external_id: str = ""
 
 
 def _require_aware(value: datetime, field: str) -> None:
@@ -156,7 +177,6 @@ def _validate_payload(kind: str, payload: dict[str, Any]) -> None:
         )
 
 
-@transaction.atomic
 def open_ticket(
     *,
     partner_id: int,
@@ -174,11 +194,62 @@ def open_ticket(
     user: User | None = None,
 ) -> Ticket:
     """Create a ticket and its CREATED event. ``now`` is when slaboard learned of it."""
+    ticket, _ = open_ticket_with_events(
+        partner_id=partner_id,
+        subject=subject,
+        opened_at=opened_at,
+        now=now,
+        source=source,
+        external_id=external_id,
+        kind=kind,
+        priority=priority,
+        customer_id=customer_id,
+        team=team,
+        assignee_id=assignee_id,
+        actor_kind=actor_kind,
+        user=user,
+    )
+    return ticket
+
+
+@transaction.atomic
+def open_ticket_with_events(
+    *,
+    partner_id: int,
+    subject: str,
+    opened_at: datetime,
+    now: datetime,
+    source: str = "slaboard",
+    external_id: str = "",
+    kind: str = "incident",
+    priority: str = "medium",
+    customer_id: int | None = None,
+    team: str = "",
+    assignee_id: int | None = None,
+    actor_kind: str = ActorKind.HUMAN,
+    user: User | None = None,
+    events: Sequence[NewEvent] = (),
+) -> tuple[Ticket, list[tuple[TicketEvent, bool]]]:
+    """Create a ticket with its CREATED event and its first ``events``, all or nothing.
+
+    The same ticket as ``open_ticket`` followed by ``record_events``, written in one insert
+    per table. Returns the ticket and each event with ``True`` for a repeated external id.
+    """
     _require_aware(opened_at, "opened_at")
     if opened_at > now:
         raise TicketActionError("opened_at is in the future.", field="opened_at")
     if not subject.strip():
         raise TicketActionError("subject is empty.", field="subject")
+    for index, new in enumerate(events):
+        try:
+            _check_event(new, now)
+            if new.at < opened_at:
+                raise TicketActionError(
+                    "The event is older than the ticket's opening time.", field="at"
+                )
+        except TicketActionError as error:
+            error.index = index
+            raise
     ticket = Ticket(
         source=source,
         external_id=external_id or "pending",
@@ -191,6 +262,43 @@ def open_ticket(
         assignee_id=assignee_id,
         opened_at=opened_at,
     )
+    created = TicketEvent(
+        kind=EventKind.CREATED,
+        at=opened_at,
+        actor_kind=actor_kind,
+        user=user,
+        payload={
+            "kind": kind,
+            "priority": priority,
+            "partner_id": partner_id,
+            "customer_id": customer_id,
+            "subject": ticket.subject,
+            "team": team,
+            "assignee_id": assignee_id,
+        },
+    )
+    log = [created]
+    results: list[tuple[TicketEvent, bool]] = []
+    known: dict[str, TicketEvent] = {}
+    for new in events:
+        if new.external_id and new.external_id in known:
+            results.append((known[new.external_id], True))
+            continue
+        recorded = TicketEvent(
+            kind=new.kind,
+            at=new.at,
+            actor_kind=new.actor_kind,
+            user=new.user,
+            payload=new.payload,
+            external_id=new.external_id,
+        )
+        if new.external_id:
+            known[new.external_id] = recorded
+        log.append(recorded)
+        results.append((recorded, False))
+    # Events in time order, ties in the order given: what replaying the stored log gives.
+    for recorded in sorted(log, key=lambda e: e.at):
+        apply_event(ticket, recorded)
     try:
         with transaction.atomic():
             ticket.save()
@@ -202,27 +310,11 @@ def open_ticket(
     if not external_id:
         ticket.external_id = f"SLA-{ticket.pk}"
         ticket.save(update_fields=["external_id"])
-    payload = {
-        "kind": kind,
-        "priority": priority,
-        "partner_id": partner_id,
-        "customer_id": customer_id,
-        "subject": ticket.subject,
-        "team": team,
-        "assignee_id": assignee_id,
-    }
-    event = TicketEvent.objects.create(
-        ticket=ticket,
-        kind=EventKind.CREATED,
-        at=opened_at,
-        actor_kind=actor_kind,
-        user=user,
-        payload=payload,
-    )
-    apply_event(ticket, event)
-    ticket.save()
+    for recorded in log:
+        recorded.ticket = ticket
+    TicketEvent.objects.bulk_create(log)
     _sync_clocks(ticket, now=now)
-    return ticket
+    return ticket, results
 
 
 @transaction.atomic
@@ -237,53 +329,170 @@ def record_event(
     payload: dict[str, Any] | None = None,
     external_id: str = "",
 ) -> TicketEvent:
-    """Append one fact to a ticket's log and update its projection.
-
-    A retried event (same ``external_id`` on the same ticket) returns the recorded one and
-    changes nothing. An event older than the ticket's last one is placed where it belongs in
-    time: the projection is replayed from the whole log.
-    """
-    _require_aware(at, "at")
-    payload = dict(payload or {})
-    _validate_payload(kind, payload)
-    if actor_kind not in ActorKind.values:
-        raise TicketActionError(f"Unknown actor kind {actor_kind!r}.", field="actor_kind")
-    if at > now:
-        raise TicketActionError("The event's time is in the future.", field="at")
-    locked = Ticket.objects.select_for_update().get(pk=ticket.pk)
-    if at < locked.opened_at:
-        raise TicketActionError("The event is older than the ticket's opening time.", field="at")
-    if external_id:
-        existing = TicketEvent.objects.filter(ticket=locked, external_id=external_id).first()
-        if existing is not None:
-            return existing
-    event = TicketEvent.objects.create(
-        ticket=locked,
+    """Append one fact to a ticket's log and update its projection (see ``record_events``)."""
+    event = NewEvent(
         kind=kind,
         at=at,
         actor_kind=actor_kind,
         user=user,
-        payload=payload,
+        payload=dict(payload or {}),
         external_id=external_id,
     )
-    if locked.last_event_at is None or at >= locked.last_event_at:
-        apply_event(locked, event)
+    try:
+        [(recorded, _)] = record_events(ticket=ticket, events=[event], now=now)
+    except TicketActionError as error:
+        error.index = None
+        raise
+    return recorded
+
+
+def _check_event(event: NewEvent, now: datetime) -> None:
+    _require_aware(event.at, "at")
+    _validate_payload(event.kind, event.payload)
+    if event.actor_kind not in ActorKind.values:
+        raise TicketActionError(f"Unknown actor kind {event.actor_kind!r}.", field="actor_kind")
+    if event.at > now:
+        raise TicketActionError("The event's time is in the future.", field="at")
+
+
+@transaction.atomic
+def record_events(
+    *, ticket: Ticket, events: Sequence[NewEvent], now: datetime
+) -> list[tuple[TicketEvent, bool]]:
+    """Append facts to a ticket's log and update its projection: all of them or none.
+
+    Returns each event with ``True`` when it was a retry: an event whose ``external_id`` the
+    ticket already has (or that came earlier in ``events``) returns the recorded one and
+    changes nothing. Events older than the ticket's last one are placed where they belong in
+    time: the projection is replayed from the whole log. One lock, one insert and one clock
+    re-sync however many events there are.
+    """
+    for index, event in enumerate(events):
+        try:
+            _check_event(event, now)
+        except TicketActionError as error:
+            error.index = index
+            raise
+    locked = Ticket.objects.select_for_update().get(pk=ticket.pk)
+    for index, event in enumerate(events):
+        if event.at < locked.opened_at:
+            raise TicketActionError(
+                "The event is older than the ticket's opening time.", field="at", index=index
+            )
+    wanted = {e.external_id for e in events if e.external_id}
+    known: dict[str, TicketEvent] = (
+        {
+            e.external_id: e
+            for e in TicketEvent.objects.filter(ticket=locked, external_id__in=wanted)
+        }
+        if wanted
+        else {}
+    )
+    results: list[tuple[TicketEvent, bool]] = []
+    new: list[TicketEvent] = []
+    for event in events:
+        if event.external_id and event.external_id in known:
+            results.append((known[event.external_id], True))
+            continue
+        recorded = TicketEvent(
+            ticket=locked,
+            kind=event.kind,
+            at=event.at,
+            actor_kind=event.actor_kind,
+            user=event.user,
+            payload=event.payload,
+            external_id=event.external_id,
+        )
+        if event.external_id:
+            known[event.external_id] = recorded
+        new.append(recorded)
+        results.append((recorded, False))
+    if not new:
+        return results
+    TicketEvent.objects.bulk_create(new)
+    if locked.last_event_at is None or min(e.at for e in new) >= locked.last_event_at:
+        for recorded in sorted(new, key=lambda e: (e.at, e.pk or 0)):
+            apply_event(locked, recorded)
     else:
         project_ticket(locked, list(locked.events.all()))
     locked.save(update_fields=[*PROJECTED_FIELDS, "updated_at"])
     _refresh_from(ticket, locked)
-    cause = ""
-    if kind in (EventKind.PRIORITY_CHANGED, EventKind.ATTRIBUTES_CHANGED):
-        details = ", ".join(f"{key.removesuffix('_id')} {value}" for key, value in payload.items())
-        cause = f"{event.get_kind_display()}: {details}"
-    _sync_clocks(locked, now=now, cause=cause)
-    return event
+    causes = []
+    for recorded in new:
+        if recorded.kind in (EventKind.PRIORITY_CHANGED, EventKind.ATTRIBUTES_CHANGED):
+            details = ", ".join(
+                f"{key.removesuffix('_id')} {value}" for key, value in recorded.payload.items()
+            )
+            causes.append(f"{recorded.get_kind_display()}: {details}")
+    _sync_clocks(locked, now=now, cause="; ".join(causes))
+    return results
+
+
+# The ``DeferredSync`` collecting re-syncs in this thread, if any.
+_deferred = threading.local()
+
+
+class DeferredSync:
+    """Tickets whose clock re-sync waits for the end of a ``one_sync_per_ticket`` block."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, tuple[datetime, list[str]]] = {}
+
+    def add(self, ticket_id: int, now: datetime, cause: str) -> None:
+        causes = self.pending[ticket_id][1] if ticket_id in self.pending else []
+        self.pending[ticket_id] = (now, [*causes, cause] if cause else causes)
+
+    @contextmanager
+    def item(self) -> Iterator[None]:
+        """A savepoint for one item of a batch: if it fails, its re-syncs are dropped too."""
+        outer, self.pending = self.pending, {}
+        try:
+            with transaction.atomic():
+                yield
+        except BaseException:
+            self.pending = outer
+            raise
+        inner, self.pending = self.pending, outer
+        for ticket_id, (now, causes) in inner.items():
+            for cause in causes or [""]:
+                self.add(ticket_id, now, cause)
+
+
+@contextmanager
+def one_sync_per_ticket() -> Iterator[DeferredSync]:
+    """Inside this block, each ticket touched is re-synced once, when the block ends.
+
+    For callers that apply many actions in one transaction (the API): the same clocks as
+    syncing after every action, with the events, clocks and rules of all the tickets read
+    in a few queries. Use it inside the transaction; an exception skips the re-sync (the
+    transaction rolls back). Wrap each independent item in ``.item()``.
+    """
+    current = getattr(_deferred, "sync", None)
+    if current is not None:
+        yield current  # nested: the outer block syncs
+        return
+    batch = DeferredSync()
+    _deferred.sync = batch
+    try:
+        yield batch
+    finally:
+        _deferred.sync = None
+    if batch.pending:
+        from dashboard.publish import mark_dirty  # later layers; imported here to avoid cycles
+        from policies.actions import sync_many
+
+        sync_many({pk: (now, "; ".join(causes)) for pk, (now, causes) in batch.pending.items()})
+        transaction.on_commit(mark_dirty)
 
 
 def _sync_clocks(ticket: Ticket, *, now: datetime, cause: str = "") -> None:
     from dashboard.publish import mark_dirty  # later layers; imported here to avoid cycles
     from policies.actions import sync_ticket_clocks
 
+    deferred: DeferredSync | None = getattr(_deferred, "sync", None)
+    if deferred is not None:
+        deferred.add(ticket.pk, now, cause)
+        return
     sync_ticket_clocks(ticket=ticket, now=now, cause=cause)
     transaction.on_commit(mark_dirty)
 
@@ -308,7 +517,6 @@ def change_ticket(
     ``changes`` may hold priority, status, assignee_id and the attribute fields (kind,
     customer_id, partner_id, subject, team); fields equal to the current value are ignored.
     """
-    events: list[TicketEvent] = []
     current = Ticket.objects.get(pk=ticket.pk)
     unknown = set(changes) - {"priority", "status", "assignee_id", *ATTRIBUTE_FIELDS}
     if unknown:
@@ -319,55 +527,26 @@ def change_ticket(
         for key, value in changes.items()
         if key in ATTRIBUTE_FIELDS and getattr(current, ATTRIBUTE_FIELDS[key]) != value
     }
+    facts: list[tuple[str, dict[str, Any]]] = []
     if attributes:
-        events.append(
-            record_event(
-                ticket=ticket,
-                kind=EventKind.ATTRIBUTES_CHANGED,
-                at=at,
-                now=now,
-                actor_kind=actor_kind,
-                user=user,
-                payload=attributes,
-            )
-        )
+        facts.append((EventKind.ATTRIBUTES_CHANGED, attributes))
     if "priority" in changes and changes["priority"] != current.priority:
-        events.append(
-            record_event(
-                ticket=ticket,
-                kind=EventKind.PRIORITY_CHANGED,
-                at=at,
-                now=now,
-                actor_kind=actor_kind,
-                user=user,
-                payload={"priority": changes["priority"]},
-            )
-        )
+        facts.append((EventKind.PRIORITY_CHANGED, {"priority": changes["priority"]}))
     if "assignee_id" in changes and changes["assignee_id"] != current.assignee_id:
-        events.append(
-            record_event(
-                ticket=ticket,
-                kind=EventKind.ASSIGNED,
-                at=at,
-                now=now,
-                actor_kind=actor_kind,
-                user=user,
-                payload={"assignee_id": changes["assignee_id"]},
-            )
-        )
+        facts.append((EventKind.ASSIGNED, {"assignee_id": changes["assignee_id"]}))
     if "status" in changes and changes["status"] != current.status:
-        events.append(
-            record_event(
-                ticket=ticket,
-                kind=EventKind.STATUS_CHANGED,
-                at=at,
-                now=now,
-                actor_kind=actor_kind,
-                user=user,
-                payload={"status": changes["status"]},
-            )
-        )
-    return events
+        facts.append((EventKind.STATUS_CHANGED, {"status": changes["status"]}))
+    if not facts:
+        return []
+    new = [
+        NewEvent(kind=kind, at=at, actor_kind=actor_kind, user=user, payload=payload)
+        for kind, payload in facts
+    ]
+    try:
+        return [event for event, _ in record_events(ticket=ticket, events=new, now=now)]
+    except TicketActionError as error:
+        error.index = None
+        raise
 
 
 class ClaimConflict(TicketActionError):

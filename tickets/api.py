@@ -27,7 +27,14 @@ from ninja.security import HttpBearer
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, field_validator
 
 from policies.models import ACTIVE_CLOCK_STATUSES, Bucket, Metric
-from tickets.actions import TicketActionError, change_ticket, open_ticket, record_event
+from tickets.actions import (
+    NewEvent,
+    TicketActionError,
+    change_ticket,
+    one_sync_per_ticket,
+    open_ticket_with_events,
+    record_events,
+)
 from tickets.models import (
     ActorKind,
     ApiToken,
@@ -38,6 +45,7 @@ from tickets.models import (
     Partner,
     Priority,
     Ticket,
+    TicketEvent,
     TicketKind,
     TicketStatus,
     User,
@@ -347,15 +355,6 @@ def _scoped(token: ApiToken) -> Any:
     return tickets
 
 
-def _find(token: ApiToken, source: str, external_id: str) -> Ticket:
-    ticket = _scoped(token).filter(source=source, external_id=external_id).first()
-    if ticket is None:
-        if Ticket.objects.filter(source=source, external_id=external_id).exists():
-            raise ApiError(403, "This token may not access that ticket (another partner's).")
-        raise ApiError(404, f"No ticket {source}/{external_id}.")
-    return ticket
-
-
 def _partner(token: ApiToken, name: str | None) -> Partner:
     if token.partner is not None:
         if name is not None and name != token.partner.name:
@@ -390,46 +389,89 @@ def _customer(name: str | None, tier: str | None) -> int | None:
     return customer.pk
 
 
-def upsert_ticket(
-    token: ApiToken, source: str, external_id: str, data: TicketIn, now: datetime
-) -> tuple[Ticket, bool]:
-    """Create the ticket, or record the events that change it to ``data``."""
-    existing = _scoped(token).filter(source=source, external_id=external_id).first()
-    if existing is None and Ticket.objects.filter(source=source, external_id=external_id).exists():
-        raise ApiError(403, "This token may not access that ticket (another partner's).")
-    partner = _partner(token, data.partner) if (existing is None or data.partner) else None
-    customer_id = _customer(data.customer, data.customer_tier)
-    assignee_id = _user(data.assignee, "assignee") if data.assignee is not None else None
-    try:
-        if existing is None:
-            if data.opened_at is None:
-                raise ApiError(422, "opened_at is required to create a ticket.", "opened_at")
-            if data.subject is None:
-                raise ApiError(422, "subject is required to create a ticket.", "subject")
-            assert partner is not None
-            ticket = open_ticket(
-                partner_id=partner.pk,
-                source=source,
-                external_id=external_id,
-                subject=data.subject,
-                kind=data.kind or TicketKind.INCIDENT,
-                priority=data.priority or Priority.MEDIUM,
-                customer_id=customer_id,
-                team=data.team or "",
-                assignee_id=assignee_id,
-                opened_at=data.opened_at,
-                actor_kind=ActorKind.AUTOMATION,
-                now=now,
+class Lookups:
+    """One call's memory of tickets, partners, customers and users it has looked up.
+
+    A batch names the same partner or customer in item after item; ``prefetch`` reads the
+    tickets of all items in one query.
+    """
+
+    def __init__(self, token: ApiToken) -> None:
+        self.token = token
+        self.tickets: dict[tuple[str, str], Ticket | None] = {}
+        self.partners: dict[str | None, Partner] = {}
+        self.customers: dict[tuple[str | None, str | None], int | None] = {}
+        self.users: dict[str, int | None] = {}
+
+    def prefetch(self, keys: list[tuple[str, str]]) -> None:
+        wanted = set(keys)
+        self.tickets.update(dict.fromkeys(wanted))
+        rows = Ticket.objects.select_related("partner", "customer", "assignee").filter(
+            source__in={s for s, _ in wanted}, external_id__in={e for _, e in wanted}
+        )
+        for ticket in rows:
+            if (ticket.source, ticket.external_id) in wanted:
+                self.tickets[(ticket.source, ticket.external_id)] = ticket
+
+    def existing(self, source: str, external_id: str) -> Ticket | None:
+        """The ticket if this token may touch it, None if there is none; 403 otherwise."""
+        key = (source, external_id)
+        if key in self.tickets:  # prefetched, or created by an earlier item of this call
+            ticket = self.tickets[key]
+        else:
+            ticket = (
+                Ticket.objects.select_related("partner", "customer", "assignee")
+                .filter(source=source, external_id=external_id)
+                .first()
             )
-            if data.status and data.status != TicketStatus.NEW:
-                change_ticket(
-                    ticket=ticket,
-                    changes={"status": data.status},
-                    at=data.changed_at or data.opened_at,
-                    now=now,
-                    actor_kind=ActorKind.AUTOMATION,
-                )
-            return ticket, True
+        if ticket is None:
+            return None
+        self.tickets[key] = ticket
+        if self.token.partner_id is not None and ticket.partner_id != self.token.partner_id:
+            raise ApiError(403, "This token may not access that ticket (another partner's).")
+        return ticket
+
+    def find(self, source: str, external_id: str) -> Ticket:
+        ticket = self.existing(source, external_id)
+        if ticket is None:
+            raise ApiError(404, f"No ticket {source}/{external_id}.")
+        return ticket
+
+    def partner(self, name: str | None) -> Partner:
+        if name not in self.partners:
+            self.partners[name] = _partner(self.token, name)
+        return self.partners[name]
+
+    def customer(self, name: str | None, tier: str | None) -> int | None:
+        if (name, tier) not in self.customers:
+            self.customers[(name, tier)] = _customer(name, tier)
+        return self.customers[(name, tier)]
+
+    def user(self, username: str | None, field: str) -> int | None:
+        if not username:
+            return None
+        if username not in self.users:
+            self.users[username] = _user(username, field)
+        return self.users[username]
+
+
+def upsert_ticket(
+    token: ApiToken,
+    source: str,
+    external_id: str,
+    data: TicketIn,
+    now: datetime,
+    events: list[EventIn] | None = None,
+    lookups: Lookups | None = None,
+) -> tuple[Ticket, bool, list[tuple[int, str, datetime, bool]]]:
+    """Create the ticket, or record the events that change it to ``data``; then ``events``."""
+    lookups = lookups or Lookups(token)
+    new_events = _new_events(events or [], lookups)
+    existing = lookups.existing(source, external_id)
+    partner = lookups.partner(data.partner) if (existing is None or data.partner) else None
+    customer_id = lookups.customer(data.customer, data.customer_tier)
+    assignee_id = lookups.user(data.assignee, "assignee") if data.assignee is not None else None
+    if existing is not None:
         changes: dict[str, Any] = {}
         for field in ("kind", "priority", "status", "subject", "team"):
             value = getattr(data, field)
@@ -442,23 +484,59 @@ def upsert_ticket(
         if data.assignee is not None:
             changes["assignee_id"] = assignee_id
         if changes:
-            change_ticket(
-                ticket=existing,
-                changes=changes,
-                at=data.changed_at or now,
-                now=now,
+            try:
+                change_ticket(
+                    ticket=existing,
+                    changes=changes,
+                    at=data.changed_at or now,
+                    now=now,
+                    actor_kind=ActorKind.AUTOMATION,
+                )
+            except TicketActionError as error:
+                raise ApiError(422, str(error), error.field) from error
+        return existing, False, _record(existing, new_events, now)
+    if data.opened_at is None:
+        raise ApiError(422, "opened_at is required to create a ticket.", "opened_at")
+    if data.subject is None:
+        raise ApiError(422, "subject is required to create a ticket.", "subject")
+    assert partner is not None
+    first: list[NewEvent] = []
+    if data.status and data.status != TicketStatus.NEW:
+        first.append(
+            NewEvent(
+                kind=EventKind.STATUS_CHANGED,
+                at=data.changed_at or data.opened_at,
                 actor_kind=ActorKind.AUTOMATION,
+                payload={"status": data.status},
             )
-        return existing, False
+        )
+    try:
+        ticket, recorded = open_ticket_with_events(
+            partner_id=partner.pk,
+            source=source,
+            external_id=external_id,
+            subject=data.subject,
+            kind=data.kind or TicketKind.INCIDENT,
+            priority=data.priority or Priority.MEDIUM,
+            customer_id=customer_id,
+            team=data.team or "",
+            assignee_id=assignee_id,
+            opened_at=data.opened_at,
+            actor_kind=ActorKind.AUTOMATION,
+            now=now,
+            events=[*first, *new_events],
+        )
     except TicketActionError as error:
-        raise ApiError(422, str(error), error.field) from error
+        if error.index is None:
+            raise ApiError(422, str(error), error.field) from error
+        if error.index < len(first):
+            raise ApiError(422, str(error), "changed_at") from error
+        raise _event_error(error, error.index - len(first)) from error
+    return ticket, True, _results(recorded[len(first) :])
 
 
-def append_events(
-    ticket: Ticket, events: list[EventIn], now: datetime
-) -> list[tuple[int, str, datetime, bool]]:
-    """Apply events in the order given (each placed in time by its ``at``)."""
-    results = []
+def _new_events(events: list[EventIn], lookups: Lookups) -> list[NewEvent]:
+    new: list[NewEvent] = []
     for index, event in enumerate(events):
         payload: dict[str, Any] = {}
         if event.kind == EventKind.STATUS_CHANGED:
@@ -470,29 +548,46 @@ def append_events(
                 raise ApiError(422, "priority_changed needs priority.", f"events[{index}].priority")
             payload["priority"] = event.priority
         elif event.kind == EventKind.ASSIGNED:
-            payload["assignee_id"] = _user(event.assignee, f"events[{index}].assignee")
+            payload["assignee_id"] = lookups.user(event.assignee, f"events[{index}].assignee")
         if event.text:
             payload["text"] = event.text
-        before = (
-            ticket.events.filter(external_id=event.external_id).first()
-            if event.external_id
-            else None
-        )
-        try:
-            recorded = before or record_event(
-                ticket=ticket,
+        new.append(
+            NewEvent(
                 kind=event.kind,
                 at=event.at,
-                now=now,
                 actor_kind=event.actor_kind,
                 payload=payload,
                 external_id=event.external_id,
             )
-        except TicketActionError as error:
-            field = f"events[{index}].{error.field}" if error.field else f"events[{index}]"
-            raise ApiError(422, str(error), field) from error
-        results.append((recorded.pk, recorded.kind, recorded.at, before is not None))
-    return results
+        )
+    return new
+
+
+def _event_error(error: TicketActionError, index: int | None) -> ApiError:
+    at = f"events[{index}]" if index is not None else "events"
+    return ApiError(422, str(error), f"{at}.{error.field}" if error.field else at)
+
+
+def _results(recorded: list[tuple[TicketEvent, bool]]) -> list[tuple[int, str, datetime, bool]]:
+    return [(event.pk, event.kind, event.at, duplicate) for event, duplicate in recorded]
+
+
+def _record(
+    ticket: Ticket, events: list[NewEvent], now: datetime
+) -> list[tuple[int, str, datetime, bool]]:
+    if not events:
+        return []
+    try:
+        return _results(record_events(ticket=ticket, events=events, now=now))
+    except TicketActionError as error:
+        raise _event_error(error, error.index) from error
+
+
+def append_events(
+    ticket: Ticket, events: list[EventIn], now: datetime, lookups: Lookups
+) -> list[tuple[int, str, datetime, bool]]:
+    """Apply events in the order given (each placed in time by its ``at``): all or none."""
+    return _record(ticket, _new_events(events, lookups), now)
 
 
 def _fresh(ticket: Ticket) -> Ticket:
@@ -561,8 +656,8 @@ def put_ticket(
 
     def run() -> tuple[int, Any]:
         now = timezone.now()
-        with transaction.atomic():
-            ticket, created = upsert_ticket(_token(request), source, external_id, data, now)
+        with transaction.atomic(), one_sync_per_ticket():
+            ticket, created, _ = upsert_ticket(_token(request), source, external_id, data, now)
         return (201 if created else 200), ticket_out(_fresh(ticket))
 
     return idempotent(request, run)
@@ -575,7 +670,7 @@ def put_ticket(
 )
 def get_ticket(request: HttpRequest, source: str, external_id: str) -> Any:
     _check_ids(source, external_id)
-    return ticket_out(_fresh(_find(_token(request), source, external_id)))
+    return ticket_out(_fresh(Lookups(_token(request)).find(source, external_id)))
 
 
 class TicketFilters(Schema):
@@ -655,9 +750,10 @@ def post_events(
 
     def run() -> tuple[int, Any]:
         now = timezone.now()
-        with transaction.atomic():
-            ticket = _find(_token(request), source, external_id)
-            results = append_events(ticket, data.events, now)
+        with transaction.atomic(), one_sync_per_ticket():
+            lookups = Lookups(_token(request))
+            ticket = lookups.find(source, external_id)
+            results = append_events(ticket, data.events, now, lookups)
         return 200, {
             "ticket": ticket_out(_fresh(ticket)),
             "events": [
@@ -679,34 +775,46 @@ def post_batch(request: HttpRequest, data: BatchIn) -> tuple[int, Any]:
         token = _token(request)
         now = timezone.now()
         items = []
-        for index, item in enumerate(data.items):
-            result: dict[str, Any] = {"index": index, "ok": True, "status": 200}
-            try:
-                _check_ids(item.source, item.external_id)
-                with transaction.atomic():
-                    if item.ticket is not None:
-                        ticket, created = upsert_ticket(
-                            token, item.source, item.external_id, item.ticket, now
-                        )
-                        result["created"] = created
-                    else:
-                        ticket = _find(token, item.source, item.external_id)
-                    applied = append_events(ticket, item.events, now)
-                result["ticket_id"] = ticket.pk
-                result["events"] = sum(1 for *_, dup in applied if not dup)
-                result["duplicates"] = sum(1 for *_, dup in applied if dup)
-            except ApiError as error:
-                result.update(
-                    ok=False,
-                    status=error.status,
-                    errors=[
-                        {
-                            "field": f"items[{index}].{error.field or ''}".rstrip("."),
-                            "message": error.message,
-                        }
-                    ],
-                )
-            items.append(result)
+        # One transaction for the call, a savepoint per item (atomic per ticket), and each
+        # touched ticket's clocks re-synced once at the end, in a few queries for all.
+        lookups = Lookups(token)
+        lookups.prefetch([(item.source, item.external_id) for item in data.items])
+        with transaction.atomic(), one_sync_per_ticket() as sync:
+            for index, item in enumerate(data.items):
+                result: dict[str, Any] = {"index": index, "ok": True, "status": 200}
+                try:
+                    _check_ids(item.source, item.external_id)
+                    with sync.item():
+                        if item.ticket is not None:
+                            ticket, created, applied = upsert_ticket(
+                                token,
+                                item.source,
+                                item.external_id,
+                                item.ticket,
+                                now,
+                                item.events,
+                                lookups,
+                            )
+                            result["created"] = created
+                        else:
+                            ticket = lookups.find(item.source, item.external_id)
+                            applied = append_events(ticket, item.events, now, lookups)
+                    lookups.tickets[(item.source, item.external_id)] = ticket
+                    result["ticket_id"] = ticket.pk
+                    result["events"] = sum(1 for *_, dup in applied if not dup)
+                    result["duplicates"] = sum(1 for *_, dup in applied if dup)
+                except ApiError as error:
+                    result.update(
+                        ok=False,
+                        status=error.status,
+                        errors=[
+                            {
+                                "field": f"items[{index}].{error.field or ''}".rstrip("."),
+                                "message": error.message,
+                            }
+                        ],
+                    )
+                items.append(result)
         failed = sum(1 for r in items if not r["ok"])
         return 200, {"ok": len(items) - failed, "failed": failed, "items": items}
 

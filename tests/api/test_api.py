@@ -277,6 +277,67 @@ def test_a_batch_is_applied_in_order_and_atomic_per_ticket(token: str) -> None:
     assert Ticket.objects.get(external_id="A").status == "resolved"
 
 
+def test_a_batch_gives_the_same_tickets_and_clocks_as_one_call_per_event(token: str) -> None:
+    api = Api(token)
+    history = [
+        {"kind": "replied", "at": ago(50), "actor_kind": "automation"},
+        {"kind": "replied", "at": ago(45), "external_id": "r1"},
+        {"kind": "status_changed", "at": ago(40), "status": "waiting_on_customer"},
+        {"kind": "status_changed", "at": ago(20), "status": "open"},
+        {"kind": "priority_changed", "at": ago(15), "priority": "high"},
+        {"kind": "replied", "at": ago(48), "external_id": "late"},  # out of order
+        {"kind": "replied", "at": ago(45), "external_id": "r1"},  # a retry
+    ]
+    opened = ago(60)
+    for event in history:
+        new_ticket(api, "one-by-one", opened_at=opened)
+        api.post("/tickets/zendesk/one-by-one/events", {"events": [event]})
+    item = {
+        "source": "zendesk",
+        "external_id": "batched",
+        "ticket": {"partner": "Acme", "subject": "Mail is down", "opened_at": opened},
+        "events": history,
+    }
+    body = api.post("/batch", {"items": [item]}).json()
+    assert body["items"][0] | {"ticket_id": 0} == {
+        "index": 0,
+        "ok": True,
+        "status": 200,
+        "created": True,
+        "ticket_id": 0,
+        "events": 6,
+        "duplicates": 1,
+        "errors": [],
+    }
+
+    def shown(external_id: str) -> dict[str, Any]:
+        ticket = api.get(f"/tickets/zendesk/{external_id}").json()
+        return {k: v for k, v in ticket.items() if k not in {"id", "external_id", "updated_at"}}
+
+    assert shown("batched") == shown("one-by-one")
+
+
+def test_a_failed_batch_item_leaves_the_ticket_and_its_clocks_as_before(token: str) -> None:
+    api = Api(token)
+    new_ticket(api, "A")
+    items = [
+        {"source": "zendesk", "external_id": "A", "events": [{"kind": "plan_sent", "at": ago(20)}]},
+        {
+            "source": "zendesk",
+            "external_id": "A",
+            "events": [
+                {"kind": "replied", "at": ago(10)},
+                {"kind": "status_changed", "at": ago(5)},
+            ],
+        },
+    ]
+    body = api.post("/batch", {"items": items}).json()
+    assert (body["ok"], body["failed"]) == (1, 1)
+    clocks = {c["metric"]: c for c in api.get("/tickets/zendesk/A").json()["clocks"]}
+    assert clocks["resolution_plan"]["status"] == "met"
+    assert clocks["first_response"]["status"] == "running"  # the failed item's reply is gone
+
+
 def test_a_retried_request_with_an_idempotency_key_changes_nothing(token: str) -> None:
     api = Api(token)
     first = new_ticket(api)
