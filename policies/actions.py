@@ -211,7 +211,7 @@ CLOCK_FIELDS = [
 ]
 
 
-def _values(result: ClockResult) -> dict[str, Any]:
+def clock_values(result: ClockResult) -> dict[str, Any]:
     return {
         "policy_id": result.policy_id,
         "target_id": result.target_id,
@@ -273,7 +273,7 @@ def sync_ticket_clocks(
     to_create: list[SLAClock] = []
     to_update: list[SLAClock] = []
     for result in results:
-        values = _values(result)
+        values = clock_values(result)
         clock = stored.pop((result.metric, result.cycle), None)
         if clock is None:
             to_create.append(
@@ -319,6 +319,40 @@ def sync_ticket_clocks(
             for metric, cycle, old, new in report.due_changes
         )
     return report
+
+
+def sync_many(tickets: Mapping[int, tuple[datetime, str]]) -> SyncReport:
+    """Re-sync many tickets' clocks, ``{ticket id: (now, cause)}``, reading in a few queries.
+
+    Tickets are read from the database, so a ticket whose creation was rolled back (a
+    failed batch item) is simply absent.
+    """
+    total = SyncReport()
+    batch = list(Ticket.objects.filter(pk__in=list(tickets)).order_by("pk"))
+    if not batch:
+        return total
+    resolver = current_resolver()
+    resolver.prime(batch)
+    events: dict[int, list[TicketEvent]] = {t.pk: [] for t in batch}
+    for event in TicketEvent.objects.filter(ticket__in=batch).order_by("at", "pk"):
+        events[event.ticket_id].append(event)
+    clocks: dict[int, list[SLAClock]] = {t.pk: [] for t in batch}
+    for clock in SLAClock.objects.filter(ticket__in=batch):
+        clocks[clock.ticket_id].append(clock)
+    for ticket in batch:
+        now, cause = tickets[ticket.pk]
+        report = sync_ticket_clocks(
+            ticket=ticket,
+            now=now,
+            events=events[ticket.pk],
+            resolver=resolver,
+            existing=clocks[ticket.pk],
+            cause=cause,
+        )
+        total.created += report.created
+        total.updated += report.updated
+        total.deleted += report.deleted
+    return total
 
 
 def rebuild_clocks(
@@ -471,9 +505,8 @@ def reevaluate_due_clocks(*, now: datetime, lookback: timedelta = TICK_LOOKBACK)
         last = mark.evaluated_until
         if last is not None and now <= last:
             return 0
-        moved = SLAClock.objects.filter(
-            due_window(None if last is None else last - lookback, now)
-        ).update(
+        lower = None if last is None else last - lookback
+        moved = SLAClock.objects.filter(due_window(lower, now)).update(
             bucket=new_bucket, next_change_at=next_change, breached_at=breached, updated_at=now
         )
         TickWatermark.objects.filter(pk=1).update(evaluated_until=now)
