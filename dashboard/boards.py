@@ -91,7 +91,18 @@ def _at_risk(
             rows.append(_row(clock))
             if len(rows) >= limit:
                 break
+    _add_escalations(rows)
     return rows
+
+
+def _add_escalations(rows: list[dict[str, Any]]) -> None:
+    """Who acknowledged each row's clock, and whether it was escalated (notifications)."""
+    from policies.notifications import escalations
+
+    found = escalations((r["clock"].ticket_id, r["clock"].metric, r["clock"].cycle) for r in rows)
+    for row in rows:
+        clock = row["clock"]
+        row.update(found.get((clock.ticket_id, clock.metric, clock.cycle), {}))
 
 
 def _row(clock: SLAClock) -> dict[str, Any]:

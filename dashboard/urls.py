@@ -13,4 +13,6 @@ urlpatterns = [
     path("tickets/<int:pk>/grab", views.grab, name="grab"),
     path("tickets/<int:pk>/release", views.release, name="release"),
     path("tickets/<int:pk>/<str:action>", views.act, name="act"),
+    path("clocks/<int:pk>/acknowledge", views.acknowledge_clock, name="acknowledge_clock"),
+    path("ack/<str:token>/", views.acknowledge_link, name="acknowledge"),
 ]

@@ -6,11 +6,12 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required, permission_required
+from django.core import signing
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from dashboard.boards import (
     Viewer,
@@ -19,6 +20,8 @@ from dashboard.boards import (
 )
 from dashboard.models import Board
 from dashboard.publish import last_tick
+from policies.models import Acknowledgement, AckVia, Metric, Notification, SLAClock
+from policies.notifications import acknowledge, can_acknowledge, read_ack_token
 from tickets.actions import (
     ClaimConflict,
     TicketActionError,
@@ -164,3 +167,72 @@ def act(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     except TicketActionError as error:
         return _result(request, str(error), 400)
     return _result(request, f"{done} on {ticket.external_id}.")
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def acknowledge_link(request: HttpRequest, token: str) -> HttpResponse:
+    """The link in a notification: GET shows what will be acknowledged, POST (CSRF) does it."""
+    try:
+        notification_id = read_ack_token(token)
+    except signing.SignatureExpired:
+        problem = "This acknowledge link has expired. Acknowledge from the queue instead."
+        return render(request, "dashboard/acknowledge.html", {"problem": problem}, status=410)
+    except signing.BadSignature:
+        problem = "This acknowledge link is not valid (it may have been cut short)."
+        return render(request, "dashboard/acknowledge.html", {"problem": problem}, status=400)
+    notification = get_object_or_404(
+        Notification.objects.select_related("ticket__partner", "ticket__customer", "rule"),
+        pk=notification_id,
+    )
+    ticket = notification.ticket
+    user = request.user
+    if not can_acknowledge(user) or not Ticket.objects.visible_to(user).filter(pk=ticket.pk):
+        raise PermissionDenied("You may not acknowledge this ticket's escalations.")
+    metric, cycle = notification.metric, notification.cycle
+    context: dict[str, Any] = {
+        "notification": notification,
+        "ticket": ticket,
+        "metric": Metric(metric).label,
+        "ack": Acknowledgement.objects.filter(ticket=ticket, metric=metric, cycle=cycle)
+        .select_related("user")
+        .first(),
+        "done": False,
+    }
+    if request.method == "POST":
+        assert isinstance(user, User)
+        ack, created = acknowledge(
+            ticket=ticket,
+            metric=metric,
+            cycle=cycle,
+            user=user,
+            now=timezone.now(),
+            via=AckVia.LINK,
+        )
+        context.update(ack=ack, done=created)
+    return render(request, "dashboard/acknowledge.html", context)
+
+
+@require_POST
+@login_required
+def acknowledge_clock(request: HttpRequest, pk: int) -> HttpResponse:
+    """The queue's Acknowledge button on an escalated clock."""
+    user = request.user
+    if not isinstance(user, User) or not can_acknowledge(user):
+        raise PermissionDenied
+    clock = get_object_or_404(
+        SLAClock.objects.select_related("ticket"), pk=pk, ticket__in=Ticket.objects.visible_to(user)
+    )
+    ack, created = acknowledge(
+        ticket=clock.ticket,
+        metric=clock.metric,
+        cycle=clock.cycle,
+        user=user,
+        now=timezone.now(),
+        via=AckVia.QUEUE,
+    )
+    what = f"{Metric(clock.metric).label} on {clock.ticket.external_id}"
+    if created:
+        return _result(request, f"Acknowledged: {what}. Escalation stops.")
+    who = ack.user.get_username() if ack.user else "someone"
+    return _result(request, f"{what} was already acknowledged by {who}.")

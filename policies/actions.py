@@ -21,6 +21,7 @@ from policies.businesstime import Calendar as BusinessCalendar
 from policies.clocks import ClockResult, TargetSpec, compute_clocks
 from policies.models import (
     ACTIVE_CLOCK_STATUSES,
+    BUCKET_RANK,
     AuditEntry,
     Bucket,
     Calendar,
@@ -272,32 +273,41 @@ def sync_ticket_clocks(
     report = SyncReport()
     to_create: list[SLAClock] = []
     to_update: list[SLAClock] = []
+    worse: list[tuple[SLAClock, str]] = []  # clocks whose bucket got worse: notifications
     for result in results:
         values = clock_values(result)
         clock = stored.pop((result.metric, result.cycle), None)
         if clock is None:
-            to_create.append(
-                SLAClock(
-                    ticket_id=ticket.pk,
-                    metric=result.metric,
-                    cycle=result.cycle,
-                    updated_at=now,
-                    **values,
-                )
+            clock = SLAClock(
+                ticket_id=ticket.pk,
+                metric=result.metric,
+                cycle=result.cycle,
+                updated_at=now,
+                **values,
             )
+            to_create.append(clock)
+            if clock.bucket != Bucket.GREEN:
+                worse.append((clock, Bucket.GREEN))
             continue
         if all(getattr(clock, name) == value for name, value in values.items()):
             continue
         if cause and clock.due_at != result.due_at and result.due_at is not None:
             report.due_changes.append((result.metric, result.cycle, clock.due_at, result.due_at))
+        before = clock.bucket
         for name, value in values.items():
             setattr(clock, name, value)
         clock.updated_at = now
         to_update.append(clock)
+        if BUCKET_RANK[clock.bucket] > BUCKET_RANK[before]:
+            worse.append((clock, before))
     if to_create:
         SLAClock.objects.bulk_create(to_create)
     for clock in to_update:
         clock.save(update_fields=[*CLOCK_FIELDS, "updated_at"])
+    if worse:
+        from policies.notifications import on_sync
+
+        on_sync(ticket=ticket, changes=worse, now=now)
     if stored:
         SLAClock.objects.filter(pk__in=[c.pk for c in stored.values()]).delete()
     report.created, report.updated, report.deleted = len(to_create), len(to_update), len(stored)
@@ -509,6 +519,10 @@ def reevaluate_due_clocks(*, now: datetime, lookback: timedelta = TICK_LOOKBACK)
         moved = SLAClock.objects.filter(due_window(lower, now)).update(
             bucket=new_bucket, next_change_at=next_change, breached_at=breached, updated_at=now
         )
+        if moved:  # a clock a re-sync moved got its notifications in that transaction
+            from policies.notifications import on_tick
+
+            on_tick(lower=lower, now=now)
         TickWatermark.objects.filter(pk=1).update(evaluated_until=now)
     return moved
 

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from policies.actions import resync_open_clocks, run_tick
+from policies.notifications import deliver_due
 
 
 @shared_task(name="policies.resync_open_clocks", ignore_result=True)
@@ -18,3 +19,19 @@ def resync_open_clocks_task(ticket_ids: list[int] | None, cause: str) -> int:
 def tick_task() -> int | None:
     """Every minute (beat): move SLA clocks whose colour changes now."""
     return run_tick(now=timezone.now(), redis_url=settings.REDIS_URL)
+
+
+@shared_task(name="policies.deliver_notifications", ignore_result=True)
+def deliver_notifications_task(batch: int = 20, budget: int = 500) -> int:
+    """Deliver due notifications (on commit of new ones, and every minute from beat).
+
+    Retries are rows with a later ``next_attempt_at`` found by this sweep, not Celery ETA
+    tasks: the database stays the only truth and the broker holds nothing long.
+    """
+    total = 0
+    while total < budget:
+        done = deliver_due(now=timezone.now(), limit=batch)
+        total += done
+        if done < batch:
+            break
+    return total

@@ -209,7 +209,32 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": TICK_SECONDS,
         "options": {"expires": max(1.0, TICK_SECONDS - 5)},
     },
+    # Retries, quiet-hours deferrals and level-3 escalations fall due without any new change:
+    # this sweep delivers them (new notifications are also sent at once, on commit).
+    "deliver-notifications-every-minute": {
+        "task": "policies.deliver_notifications",
+        "schedule": 60.0,
+        "options": {"expires": 55.0},
+    },
 }
+
+# Notifications (docs/notifications.md). SITE_URL makes the links in messages absolute.
+SITE_URL = env_str("SITE_URL", f"http://localhost:{env_str('PORT', '8000')}").rstrip("/")
+# Development prints emails on the worker's console; production sends through SMTP.
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(env_str("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "slaboard <slaboard@localhost>")
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie

@@ -95,3 +95,27 @@ def make_sla_policy(
     ).items():
         Target.objects.create(policy=policy, metric=metric, duration=duration, calendar=calendar)
     return policy
+
+
+def make_rule(**fields: Any) -> Any:
+    """A notification rule (email to the partner's contacts at red unless told otherwise)."""
+    from policies.models import NotificationRule
+
+    m2m = {
+        name: fields.pop(name)
+        for name in ("policies", "partners", "notify_users")
+        if name in fields
+    }
+    fields.setdefault("name", f"Rule {next(_seq)}")
+    if (
+        not any(
+            fields.get(name)
+            for name in ("notify_assignee", "notify_partner_contacts", "emails", "webhook_url")
+        )
+        and "notify_users" not in m2m
+    ):
+        fields["notify_partner_contacts"] = True
+    rule = NotificationRule.objects.create(**fields)
+    for name, values in m2m.items():
+        getattr(rule, name).set(values)
+    return rule

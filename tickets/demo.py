@@ -310,7 +310,44 @@ def seed_demo(*, now: datetime, tickets: int = 300, seed: int = 7) -> SeedReport
         with transaction.atomic():
             report.events += _create_demo_ticket(external_id, plan, now)
             report.tickets += 1
+    # After the tickets: rules notify transitions from now on, not the demo's past breaches.
+    _ensure_notification_rules(users)
     return report
+
+
+def _ensure_notification_rules(users: dict[str, User]) -> None:
+    """An escalation chain for critical tickets (the demo prints emails on the worker's
+    console; docs/notifications.md)."""
+    from policies.models import NotificationRule, Trigger
+
+    NotificationRule.objects.get_or_create(
+        name="Critical: partner contacts and assignee at orange",
+        defaults={
+            "trigger": Trigger.ORANGE,
+            "priorities": [Priority.CRITICAL.value],
+            "notify_partner_contacts": True,
+            "notify_assignee": True,
+        },
+    )
+    NotificationRule.objects.get_or_create(
+        name="Critical and high: breaches to the service desk",
+        defaults={
+            "trigger": Trigger.RED,
+            "priorities": [Priority.CRITICAL.value, Priority.HIGH.value],
+            "emails": "service-desk@example.com",
+        },
+    )
+    manager, created = NotificationRule.objects.get_or_create(
+        name="Critical: the manager, 30 min after a breach nobody acknowledged",
+        defaults={
+            "trigger": Trigger.OVERDUE,
+            "overdue_minutes": 30,
+            "repeat_minutes": 30,
+            "priorities": [Priority.CRITICAL.value],
+        },
+    )
+    if created:
+        manager.notify_users.add(users["admin"])
 
 
 @dataclass
