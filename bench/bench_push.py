@@ -7,11 +7,11 @@ Run from the repository root (PostgreSQL and Redis on this machine; loopback onl
 
 What it does:
 
-1. Creates (if missing) and migrates its own database ``slaboard_bench_push``, seeds the demo
+1. Creates (if missing) and migrates its own database (``--database``, default
+   ``slaboard_bench_push``; give concurrent runs different names), seeds the demo
    (``seed_demo(tickets=300)``), takes the demo board ``all`` and gives it a kiosk token.
    Redis: a dedicated logical database (``--redis-db``, default 12; it must be empty at the
-   start and is flushed at the end), because ``slaboard:live`` / ``slaboard:sent:*`` are not
-   prefixed by ``CHANNEL_PREFIX``. The channel prefix is unique to the run as well.
+   start and is flushed at the end) and a channel prefix unique to the run.
 2. Starts the real server, as in the README's production section:
    ``uvicorn slaboard.asgi:application --lifespan off --ws-per-message-deflate false
    --workers N`` with ``DEBUG=0``, on a free loopback port, and waits for it to listen.
@@ -35,7 +35,9 @@ What it does:
    that time - t0, same machine clock) and when the last board fragment of the push arrives
    (``complete``). ``--bursts`` bursts per screen count and path; percentiles pool them.
 5. RSS (VmRSS) and CPU time of the uvicorn processes (and of the load generator) are read
-   from /proc after the screens are connected and after the bursts.
+   from /proc after the screens are connected and after the bursts; the machine's load
+   average at each burst. At the end (``--no-reconnect`` to skip) every screen is closed and
+   reconnected at once, as after a deploy, and the reconnect rate is printed.
 
 ``--server-patch`` runs the server with bench-only experiments (``build_patched_application``;
 no product file changes) and ``--split`` sends one message per changed fragment in the direct
@@ -134,6 +136,12 @@ def machine_busy_seconds() -> float:
         values = [int(v) for v in handle.readline().split()[1:]]
     idle = values[3] + values[4]  # idle + iowait
     return (sum(values[:8]) - idle) / CLK_TCK
+
+
+def load_average() -> float:
+    """The machine's 1-minute load average (/proc/loadavg): how busy the 2 cores were."""
+    with open("/proc/loadavg") as handle:
+        return float(handle.read().split()[0])
 
 
 def socket_count(pid: int) -> int:
@@ -564,6 +572,7 @@ class Row:
     client_cpu: list[float] = field(default_factory=list)  # s per burst, all generators
     publisher_cpu: list[float] = field(default_factory=list)  # bench (direct) or Celery
     other_cpu: list[float] = field(default_factory=list)  # rest of the machine
+    loadavg: list[float] = field(default_factory=list)  # 1-minute load average at each burst
     window_s: list[float] = field(default_factory=list)  # commit -> collection end
     per_burst_p99: list[float] = field(default_factory=list)
     rss_connected: float = 0.0
@@ -611,6 +620,7 @@ class Row:
             "loadgen_cpu_s_per_burst": [round(v, 2) for v in self.client_cpu],
             "publisher_cpu_s_per_burst": [round(v, 2) for v in self.publisher_cpu],
             "other_cpu_s_per_burst": [round(v, 2) for v in self.other_cpu],
+            "loadavg_1min": [round(v, 2) for v in self.loadavg],
             "cpu_window_s": [round(v, 2) for v in self.window_s],
             "rss_connected_mb": round(self.rss_connected, 1),
             "rss_after_mb": round(self.rss_after, 1),
@@ -785,7 +795,8 @@ class Bench:
                 )
                 + f"CPU from commit for {cpu['wall']:.1f} s: server {server_cpu:.2f} s, "
                 + f"loadgen {client_cpu:.2f} s, publisher {publisher_cpu:.2f} s, "
-                + f"other {other_cpu:.2f} s (redis, postgres, foreign)"
+                + f"other {other_cpu:.2f} s (redis, postgres, foreign); "
+                + f"load average {load_average():.2f}"
             )
             print(line, flush=True)
             if not record:
@@ -809,6 +820,7 @@ class Bench:
             row.client_cpu.append(client_cpu)
             row.publisher_cpu.append(publisher_cpu)
             row.other_cpu.append(other_cpu)
+            row.loadavg.append(load_average())
             row.window_s.append(cpu["wall"])
             time.sleep(self.args.pause)
 
@@ -948,11 +960,31 @@ class Bench:
                     print("  " + json.dumps(row.summary()), flush=True)
                 if args.profile and screens == max(args.screens):
                     self.profile(generators, worker_pids, workers, screens)
+            if args.reconnect:
+                self.reconnect(generators, workers, url, origin)
         finally:
             if generators is not None:
                 generators.stop()
             server.stop()
             print(f"  server stopped (exit {server.process.returncode})", flush=True)
+
+    def reconnect(
+        self, generators: LoadGenerators, workers: int, url: str, origin: str | None
+    ) -> None:
+        """All screens drop and come back at once (as after a deploy): how fast do they?"""
+        self.check_time()
+        total = sum(generators.sizes)
+        generators.broadcast("close", timeout=120)
+        generators.sizes = [0] * len(generators.pipes)
+        time.sleep(2)  # let the server forget them
+        grown = generators.grow(total, url, origin, self.args.batch, timeout=self.args.timeout)
+        note = (
+            f"workers={workers}: reconnect of {total} screens at once: {grown['total']} back in "
+            f"{grown['seconds']:.1f} s ({grown['total'] / grown['seconds']:.0f}/s)"
+            + (f", errors {grown['errors']}" if grown["errors"] else "")
+        )
+        print("  " + note, flush=True)
+        self.notes.append(note)
 
     def profile(
         self, generators: LoadGenerators, worker_pids: list[int], workers: int, screens: int
@@ -1185,9 +1217,9 @@ def table(rows: list[Row]) -> str:
     header = (
         "| path | variant | workers | screens | msgs/push | p50 ms | p99 ms | max ms "
         "| complete p99 ms | received | server RSS MB (connected → after) | server CPU s/burst "
-        "| loadgen CPU s/burst |"
+        "| loadgen CPU s/burst | load avg |"
     )
-    lines = [header, "|" + "---|" * 13]
+    lines = [header, "|" + "---|" * 14]
     for row in rows:
         s = row.summary()
 
@@ -1207,7 +1239,8 @@ def table(rows: list[Row]) -> str:
                 else ""
             )
             + " "
-            f"| {row.rss_connected:.0f} → {row.rss_after:.0f} | {cpu:.2f} | {client:.2f} |"
+            f"| {row.rss_connected:.0f} → {row.rss_after:.0f} | {cpu:.2f} | {client:.2f} "
+            f"| {min(row.loadavg, default=0):.1f}–{max(row.loadavg, default=0):.1f} |"
         )
     return "\n".join(lines)
 
@@ -1217,6 +1250,7 @@ def parse_ints(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global DB_NAME
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--screens", type=parse_ints, default=[100, 500, 1000])
     parser.add_argument("--workers", type=parse_ints, default=[1], help="e.g. 1 or 1,2")
@@ -1234,6 +1268,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds per step")
     parser.add_argument("--pause", type=float, default=1.0, help="seconds between bursts")
     parser.add_argument(
+        "--reconnect",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="at the end, close every screen and reconnect them all at once (a deploy)",
+    )
+    parser.add_argument(
         "--split",
         action="store_true",
         help="direct path: one message per changed fragment (emulates the unjoined publish)",
@@ -1245,6 +1285,11 @@ def main(argv: list[str] | None = None) -> int:
         "(see build_patched_application)",
     )
     parser.add_argument("--redis-db", type=int, default=12)
+    parser.add_argument(
+        "--database",
+        default=DB_NAME,
+        help="PostgreSQL database to create, use and drop (one per concurrent bench run)",
+    )
     parser.add_argument("--max-minutes", type=float, default=20.0)
     parser.add_argument("--profile", metavar="DIR", help="py-spy the server at the top count")
     parser.add_argument("--py-spy", default="py-spy", help="py-spy executable for --profile")
@@ -1254,6 +1299,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.paths and set(args.paths) - {"direct", "celery"}:
         parser.error("--paths takes direct and/or celery")
 
+    DB_NAME = args.database
     redis_url = f"redis://127.0.0.1:6379/{args.redis_db}"
     env = dict(os.environ)
     env.update(

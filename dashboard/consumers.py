@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from typing import Any
@@ -12,7 +13,9 @@ from urllib.parse import parse_qs
 import redis.asyncio as aioredis
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -25,7 +28,17 @@ from dashboard.boards import (
     render_queue_fragments,
 )
 from dashboard.models import Board
-from dashboard.publish import key, kiosk_digest, kiosk_group, last_tick
+from dashboard.publish import (
+    board_version,
+    cached_snapshot,
+    change_count,
+    key,
+    kiosk_digest,
+    kiosk_group,
+    last_tick,
+    snapshot_from,
+    store_snapshot,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +61,127 @@ FORBIDDEN = 4403  # an application close code: the page stops retrying and says 
 TRY_AGAIN_LATER = 1013
 
 
+class Heartbeats:
+    """The groups that have screens in this process, and their heartbeat.
+
+    One per event loop (a server process has one). Every half heartbeat period it refreshes
+    the groups' registration in ``live`` (one ``ZADD`` for all of them) and, for each group that
+    nothing reached for about a period, claims the group's heartbeat in Redis (``SET NX``: one
+    process of the deployment wins) and sends one ``heartbeat`` to the whole group. So a screen
+    hears something at least every ~1.4 periods — a push or a heartbeat — while the cost is one
+    message per group per period instead of one timer, send and ``ZADD`` per screen. The
+    heartbeat travels through the channel layer like every push, so a screen whose pushes cannot
+    arrive (Redis down) stops hearing it and shows it is stale.
+    """
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self.members: dict[str, set[str]] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    def join(self, group: str, channel: str) -> None:
+        self.members.setdefault(group, set()).add(channel)
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self.run())
+
+    def leave(self, group: str, channel: str) -> None:
+        channels = self.members.get(group)
+        if channels is not None:
+            channels.discard(channel)
+            if not channels:
+                del self.members[group]
+        if not self.members and self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(settings.HEARTBEAT_SECONDS / 2)
+            try:
+                await self.beat()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # Redis down: screens notice the silence
+                log.warning("heartbeat not sent (Redis unavailable): %s", error)
+
+    async def beat(self) -> None:
+        groups = sorted(self.members)
+        if not groups:
+            return
+        period_ms = max(1, int(settings.HEARTBEAT_SECONDS * 900))
+        client = shared_redis()
+        pipe = client.pipeline(transaction=False)
+        pipe.zadd(key("live"), dict.fromkeys(groups, time.time()))
+        for group in groups:
+            pipe.set(key("beat:" + group), "beat", nx=True, px=period_ms)
+        claimed = (await pipe.execute())[1:]
+        mine = [group for group, won in zip(groups, claimed, strict=True) if won]
+        if not mine:
+            return
+        at = timezone.now().isoformat()
+        html = render_to_string("dashboard/fragments/heartbeat.html", {"at": at})
+        for group in mine:
+            await self.layer.group_send(group, {"type": "heartbeat", "at": at, "html": html})
+
+
+_heartbeats_by_loop: dict[int, Heartbeats] = {}
+
+
+def heartbeats(layer: Any) -> Heartbeats:
+    loop = id(asyncio.get_running_loop())
+    registry = _heartbeats_by_loop.get(loop)
+    if registry is None or registry.layer is not layer:
+        if registry is not None and registry.task is not None:
+            registry.task.cancel()  # the channel layer was replaced (tests do that)
+        if len(_heartbeats_by_loop) > 8:  # loops come and go in tests; a server has one
+            _heartbeats_by_loop.clear()
+        registry = _heartbeats_by_loop[loop] = Heartbeats(layer)
+    return registry
+
+
 class LiveConsumer(AsyncWebsocketConsumer):
     """One screen: a board (`/ws/boards/<slug>/`) or the agent queue (`/ws/queue/`)."""
 
     group: str | None = None
-    beat_task: asyncio.Task[None] | None = None
     kiosk: tuple[int, str] | None = None  # (board id, token) when watching through a kiosk link
+    board: Board | None = None
+    viewer: Viewer | None = None
+    beating: Heartbeats | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """channels' ``AsyncConsumer.__call__`` with a cheaper loop than its
+        ``await_many_dispatch``, which for every message delivered sets up an ``asyncio.wait``
+        over two fresh tasks and creates a new task: at 1 000 screens that was a large share of
+        the cost of a push. Here one long-lived task per source (the websocket, the channel
+        layer) awaits messages and dispatches them one at a time (a lock keeps channels'
+        ordering: a push is never handled while ``connect`` is still sending the snapshot)."""
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.base_send = send
+        sources = [receive]
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+            sources.append(self.channel_receive)
+        one_at_a_time = asyncio.Lock()
+
+        async def pump(source: Any) -> None:
+            while True:
+                message = await source()
+                async with one_at_a_time:
+                    await self.dispatch(message)
+
+        pumps = [asyncio.ensure_future(pump(source)) for source in sources]
+        try:
+            done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # StopConsumer (the socket closed) or a handler's error
+        except StopConsumer:
+            pass
+        finally:
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Like channels' dispatch without its per-message ``close_old_connections`` hop to the
@@ -70,36 +198,39 @@ class LiveConsumer(AsyncWebsocketConsumer):
         query = parse_qs(self.scope.get("query_string", b"").decode())
         kiosk = (query.get("kiosk") or [""])[0]
         user = self.scope.get("user")
-        access = await database_sync_to_async(self._access)(kwargs.get("slug"), user, kiosk)
+        group = await database_sync_to_async(self._access)(kwargs.get("slug"), user, kiosk)
         await self.accept()
-        if access is None:
+        if group is None:
             await self.close(code=FORBIDDEN)
             return
-        self.group, snapshot = access
         assert self.channel_layer is not None
+        await self._register(group)
         try:
-            await self.channel_layer.group_add(self.group, self.channel_name)
+            # Joined before the snapshot is read: a push from here on reaches this screen.
+            await self.channel_layer.group_add(group, self.channel_name)
         except Exception as error:  # Redis is down: no pushes could reach this screen
             log.warning("channel layer unavailable, refusing a screen for now: %s", error)
-            self.group = None
             await self.close(code=TRY_AGAIN_LATER)
             return
+        self.group = group
         if self.kiosk is not None:  # hears of the link being rotated or revoked
             with contextlib.suppress(Exception):
                 await self.channel_layer.group_add(kiosk_group(self.kiosk[0]), self.channel_name)
-        await self._register()
-        await self.send(text_data="".join(snapshot.values()))
-        self.beat_task = asyncio.create_task(self._beat())
+        fragments = await self._cached_snapshot()
+        if fragments is None:
+            fragments = await database_sync_to_async(self._render_snapshot)()
+        await self.send(text_data="".join(fragments.values()))
+        self.beating = heartbeats(self.channel_layer)
+        self.beating.join(group, self.channel_name)
 
-    def _access(self, slug: str | None, user: Any, kiosk: str) -> tuple[str, dict[str, str]] | None:
-        """(group, snapshot fragments) if this socket may watch, else None."""
-        now = timezone.now()
+    def _access(self, slug: str | None, user: Any, kiosk: str) -> str | None:
+        """The group this socket may watch, or None. Sets ``viewer`` (and ``board``)."""
         authenticated = user is not None and user.is_authenticated and user.is_active
         if slug is None:  # the agent queue: logged-in agents only
             if not authenticated or not user.has_perm("tickets.claim_ticket"):
                 return None
-            viewer = Viewer.for_user(user)
-            return queue_group(viewer), render_queue_fragments(viewer, now)
+            self.viewer = Viewer.for_user(user)
+            return queue_group(self.viewer)
         board = Board.objects.filter(slug=slug).first()
         if board is None:
             return None
@@ -110,37 +241,56 @@ class LiveConsumer(AsyncWebsocketConsumer):
             self.kiosk = (board.pk, kiosk)
         else:
             return None
-        return board_group(board.pk, viewer), render_board_fragments(
-            board, viewer, now, last_tick()
-        )
+        self.board, self.viewer = board, viewer
+        return board_group(board.pk, viewer)
 
-    async def _register(self) -> None:
-        """Tell the publisher this group has a live screen (refreshed with each heartbeat)."""
+    async def _cached_snapshot(self) -> dict[str, str] | None:
+        """What the group's screens were last sent, if still current (the group is exactly
+        this socket's scope, so the snapshot is too). None: render instead."""
         assert self.group is not None
         try:
-            await shared_redis().zadd(key("live"), {self.group: time.time()})
-        except Exception as error:  # Redis down: the socket still gets its snapshot
-            log.warning("could not register live group %s: %s", self.group, error)
+            pipe = shared_redis().pipeline(transaction=True)
+            pipe.hgetall(key("snapshot:" + self.group))
+            pipe.get(key("dirty"))
+            stored, count = await pipe.execute()
+        except Exception as error:  # Redis down: render instead
+            log.warning("snapshot cache unavailable: %s", error)
+            return None
+        return snapshot_from(stored, int(count) if count else 0, board_version(self.board))
 
-    async def _beat(self) -> None:
-        while True:
-            await asyncio.sleep(settings.HEARTBEAT_SECONDS)
-            # The heartbeat travels through the channel layer like every push, so a screen
-            # whose pushes cannot arrive (Redis down) stops hearing it and shows it is stale.
-            assert self.channel_layer is not None
-            try:
-                await self.channel_layer.send(
-                    self.channel_name, {"type": "heartbeat", "at": timezone.now().isoformat()}
-                )
-            except Exception as error:
-                log.warning("heartbeat not sent (channel layer unavailable): %s", error)
-            await self._register()
+    def _render_snapshot(self) -> dict[str, str]:
+        """Render the group's fragments (and keep them for the next screens to connect)."""
+        assert self.group is not None and self.viewer is not None
+        version = board_version(self.board)
+        try:  # a screen connecting just before us may have rendered it meanwhile
+            fragments = cached_snapshot(self.group, version)
+            if fragments is not None:
+                return fragments
+            count: int | None = change_count()  # read before rendering, as publish does
+        except Exception as error:
+            log.warning("snapshot cache unavailable: %s", error)
+            count = None
+        now = timezone.now()
+        if self.board is None:
+            fragments = render_queue_fragments(self.viewer, now)
+        else:
+            fragments = render_board_fragments(self.board, self.viewer, now, last_tick())
+        if count is not None:
+            from dashboard.publish import redis_client
+
+            with contextlib.suppress(Exception):
+                store_snapshot(redis_client(), self.group, count, version, fragments)
+        return fragments
+
+    async def _register(self, group: str) -> None:
+        """Tell the publisher this group has a live screen (the heartbeat refreshes it)."""
+        try:
+            await shared_redis().zadd(key("live"), {group: time.time()})
+        except Exception as error:  # Redis down: group_add fails next and says so
+            log.warning("could not register live group %s: %s", group, error)
 
     async def disconnect(self, code: int) -> None:
-        if self.beat_task is not None:
-            self.beat_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.beat_task
+        self._stop_beating()
         if self.group is not None and self.channel_layer is not None:
             with contextlib.suppress(Exception):
                 await self.channel_layer.group_discard(self.group, self.channel_name)
@@ -149,6 +299,11 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 await self.channel_layer.group_discard(
                     kiosk_group(self.kiosk[0]), self.channel_name
                 )
+
+    def _stop_beating(self) -> None:
+        if self.beating is not None and self.group is not None:
+            self.beating.leave(self.group, self.channel_name)
+            self.beating = None
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Screens send nothing that matters; ignore it."""
@@ -159,8 +314,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def kiosk_changed(self, event: dict[str, Any]) -> None:
         """The board's kiosk link was rotated or revoked: screens on the old link must go."""
         if self.kiosk is not None and kiosk_digest(self.kiosk[1]) != event["valid"]:
+            self._stop_beating()
             await self.close(code=FORBIDDEN)
 
     async def heartbeat(self, event: dict[str, Any]) -> None:
-        html = render_to_string("dashboard/fragments/heartbeat.html", {"at": event["at"]})
+        """Rendered once by the sender; ``at`` alone from a process of an older release."""
+        html = event.get("html") or render_to_string(
+            "dashboard/fragments/heartbeat.html", {"at": event["at"]}
+        )
         await self.send(text_data=html)

@@ -1,17 +1,19 @@
 """Publishing: after a change, re-render what screens show and push what changed.
 
-``mark_dirty`` (called on commit by every action and by the tick) schedules one publish per
-short window, so a burst of 10 000 changes becomes a few pushes. ``publish`` renders each
-live board (per viewer scope) once, compares each fragment with what was last sent, and sends
-only the changed fragments — absolute state, so a lost push heals with the next one — in one
-batch through the channel layer.
+``mark_dirty`` (called on commit by every action and by the tick) counts the change and
+schedules at most one publish at a time, so a burst of 10 000 changes becomes a few pushes.
+``publish`` renders each live board (per viewer scope) once, compares each fragment with what
+was last sent, and sends only the changed fragments — absolute state, so a lost push heals with
+the next one — in one batch through the channel layer. It also keeps the whole rendered state
+of each group in Redis (``snapshot:<group>``, stamped with the change count it includes), so a
+connecting screen gets its snapshot without rendering the board again (``cached_snapshot``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
-import time
 from datetime import datetime
 from typing import Any, cast
 
@@ -19,6 +21,7 @@ import redis
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db import transaction
 
 from dashboard.boards import (
     Viewer,
@@ -33,17 +36,58 @@ log = logging.getLogger(__name__)
 def key(name: str) -> str:
     """A Redis key under the channel prefix, so two installs sharing one Redis keep apart:
     live (sorted set: group -> last heartbeat), sent:<group> (hash: fragment -> sha1 of the
-    last push), publish:pending, publish:again, tick:last."""
+    last push), snapshot:<group> (hash: the group's fragments as last rendered, the change
+    count and the board version they show), beat:<group> (a message reached the group
+    recently: no heartbeat needed), dirty (change count), publish:state, tick:last."""
     config = cast(dict[str, Any], settings.CHANNEL_LAYERS["default"]["CONFIG"])
     prefix = config.get("prefix", "slaboard")
     return f"{prefix}:{name}"
 
 
-COALESCE_MS = 250
+COALESCE_MS = 250  # after a publish, further changes wait this long and publish together
+QUEUED_MS = 30_000  # a scheduled publish task expires after 30 s; so does its mark
 LIVE_FOR_SECONDS = 60
+SNAPSHOT_SECONDS = 3600
+
+# publish:state is absent (idle: the next change publishes at once), "queued" (a publish task
+# is scheduled: changes only count), "running" (likewise; it checks the count when done) or
+# "cooldown" (a publish just ended: the next change schedules one for when the cooldown ends).
+# Each transition is one Lua script, so no change can fall between "the publish looked" and
+# "the next change schedules one" — every counted change is rendered by some later publish.
+_MARK_DIRTY = """
+redis.call('INCR', KEYS[1])
+local state = redis.call('GET', KEYS[2])
+if not state then
+  redis.call('SET', KEYS[2], 'queued', 'PX', ARGV[1])
+  return 0
+end
+if state == 'cooldown' then
+  local left = redis.call('PTTL', KEYS[2])
+  redis.call('SET', KEYS[2], 'queued', 'PX', ARGV[1])
+  if left < 1 then left = 1 end
+  return left
+end
+return -1
+"""
+_PUBLISH_DONE = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') == tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[2], 'cooldown', 'PX', ARGV[2])
+  return 0
+end
+redis.call('SET', KEYS[2], 'queued', 'PX', ARGV[3])
+return 1
+"""
+# Keep a group's snapshot only if it is at least as new as the one stored.
+_STORE_SNAPSHOT = """
+local stored = tonumber(redis.call('HGET', KEYS[1], 'version') or '-1')
+if stored > tonumber(ARGV[2]) then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'version', ARGV[2], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
 
 _client: redis.Redis | None = None
-_last_scheduled = 0.0
 
 
 def redis_client() -> redis.Redis:
@@ -56,40 +100,79 @@ def redis_client() -> redis.Redis:
 
 
 def mark_dirty() -> None:
-    """Ask for a publish. Never raises: Redis loss may delay screens, never a write.
+    """Count a committed change and make sure a publish will render it. Never raises: Redis
+    loss may delay screens, never a write.
 
     Leading edge: the first change in a quiet period publishes at once. Changes while a
-    publish is pending or just ran set a flag, and the publish task runs once more
-    ``COALESCE_MS`` later — so a burst of 10 000 changes makes a few publishes, not 10 000.
+    publish is scheduled or running are only counted — that publish publishes once more
+    ``COALESCE_MS`` later if the count moved — so a burst of 10 000 changes makes a few
+    publishes, not 10 000.
     """
-    global _last_scheduled
-    monotonic = time.monotonic()
-    if monotonic - _last_scheduled < COALESCE_MS / 1000 / 2:
-        return
-    _last_scheduled = monotonic
     try:
-        client = redis_client()
-        if client.set(key("publish:pending"), "1", nx=True, px=COALESCE_MS):
-            from dashboard.tasks import publish_task
-
-            publish_task.apply_async(expires=30)
-        else:
-            client.set(key("publish:again"), "1", ex=30)
-    except Exception as error:  # broker or Redis down: screens catch up on the next tick
+        answer = redis_client().eval(_MARK_DIRTY, 2, key("dirty"), key("publish:state"), QUEUED_MS)
+        delay_ms = int(cast(int, answer))
+    except Exception as error:  # Redis down: screens catch up after the next tick
         log.warning("could not schedule a publish: %s", error)
+        return
+    if delay_ms < 0:
+        return
+    try:
+        from dashboard.tasks import publish_task
+
+        publish_task.apply_async(countdown=delay_ms / 1000 if delay_ms else None, expires=30)
+    except Exception as error:  # broker down: let the next change try again
+        log.warning("could not schedule a publish: %s", error)
+        with contextlib.suppress(redis.RedisError):
+            redis_client().delete(key("publish:state"))
+
+
+def mark_dirty_on_commit() -> None:
+    """Run ``mark_dirty`` once after the current transaction commits, however many changes it
+    holds: a transaction of thousands of events (an API batch) costs one round trip to Redis.
+    Outside a transaction, at once."""
+    connection = transaction.get_connection()
+    if connection.in_atomic_block and any(
+        hook is mark_dirty for _, hook, _ in connection.run_on_commit
+    ):
+        return
+    transaction.on_commit(mark_dirty)
+
+
+def change_count() -> int:
+    """How many changes were counted by ``mark_dirty`` so far (the snapshots' version)."""
+    value = redis_client().get(key("dirty"))
+    return int(cast(bytes, value)) if value else 0
 
 
 def publish_and_follow_up(*, now: datetime) -> int:
     """What the publish task runs: publish, then once more if changes came meanwhile."""
-    client = redis_client()
-    client.delete(key("publish:again"))  # changes from here on are either rendered now or flagged
-    sent = publish(now=now)
-    if client.delete(key("publish:again")):
+    version = begin_publish()
+    try:
+        sent = publish(now=now, version=version)
+    except Exception:
+        redis_client().delete(key("publish:state"))  # the next change schedules a new attempt
+        raise
+    end_publish(version)
+    return sent
+
+
+def begin_publish() -> int:
+    """Mark a publish as running; return the change count it will render (all committed)."""
+    redis_client().set(key("publish:state"), "running", px=QUEUED_MS)
+    return change_count()
+
+
+def end_publish(version: int) -> bool:
+    """After publishing ``version``: schedule one more publish if changes were counted since
+    (return True), else start the cooldown. One script, so no change falls in between."""
+    again = redis_client().eval(
+        _PUBLISH_DONE, 2, key("dirty"), key("publish:state"), version, COALESCE_MS, QUEUED_MS
+    )
+    if again:
         from dashboard.tasks import publish_task
 
-        client.set(key("publish:pending"), "1", px=COALESCE_MS * 2)
         publish_task.apply_async(countdown=COALESCE_MS / 1000, expires=30)
-    return sent
+    return bool(again)
 
 
 def live_groups(now: datetime) -> list[str]:
@@ -98,6 +181,17 @@ def live_groups(now: datetime) -> list[str]:
     client.zremrangebyscore(key("live"), "-inf", since)
     members = cast(list[bytes], client.zrangebyscore(key("live"), since, "+inf"))
     return sorted(member.decode() for member in members)
+
+
+def group_board_id(group: str) -> int | None:
+    """The board a group shows (``board-<id>-<viewer>``), None for a queue group."""
+    kind, _, rest = group.partition("-")
+    return int(rest.partition("-")[0]) if kind == "board" else None
+
+
+def board_version(board: Board | None) -> str:
+    """What a snapshot must match besides the change count: the board's last edit."""
+    return board.updated_at.isoformat() if board is not None else ""
 
 
 def render_group(
@@ -114,20 +208,33 @@ def render_group(
     return render_board_fragments(board, Viewer.from_key(viewer_key), now, evaluated_at)
 
 
-def publish(*, now: datetime) -> int:
-    """Push changed fragments to every live group; return how many messages were sent."""
+def publish(*, now: datetime, version: int | None = None) -> int:
+    """Push changed fragments to every live group; return how many messages were sent.
+
+    ``version`` is the change count read before anything was rendered (read here if not
+    given); it stamps the snapshots stored for connecting screens.
+    """
+    client = redis_client()
+    if version is None:
+        version = change_count()
     groups = live_groups(now)
     if not groups:
         return 0
     boards = {b.pk: b for b in Board.objects.prefetch_related("partners")}
-    client = redis_client()
     evaluated_at = last_tick()
-    messages: list[tuple[str, str]] = []
+    rendered: list[tuple[str, dict[str, str]]] = []
     for group in groups:
         fragments = render_group(group, now, boards, evaluated_at)
-        if fragments is None:
-            continue
-        stored = cast(dict[bytes, bytes], client.hgetall(key("sent:" + group)))
+        if fragments is not None:
+            rendered.append((group, fragments))
+    reading = client.pipeline(transaction=False)
+    for group, _ in rendered:
+        reading.hgetall(key("sent:" + group))
+    stored_digests = cast(list[dict[bytes, bytes]], reading.execute())
+    writing = client.pipeline(transaction=False)
+    messages: list[tuple[str, str]] = []
+    beat_ms = max(1, int(settings.HEARTBEAT_SECONDS * 900))
+    for (group, fragments), stored in zip(rendered, stored_digests, strict=True):
         sent = {k.decode(): v.decode() for k, v in stored.items()}
         changed: dict[str, str] = {}
         parts = []
@@ -136,14 +243,65 @@ def publish(*, now: datetime) -> int:
             if sent.get(name) != digest:
                 changed[name] = digest
                 parts.append(html)
+        board_id = group_board_id(group)
+        board = boards.get(board_id) if board_id is not None else None
+        store_snapshot(writing, group, version, board_version(board), fragments)
         if changed:
             # One message per group: fan-out costs per delivered message, not per byte.
             messages.append((group, "".join(parts)))
-            client.hset(key("sent:" + group), mapping=changed)
-            client.expire(key("sent:" + group), 3600)
+            writing.hset(key("sent:" + group), mapping=changed)
+            writing.expire(key("sent:" + group), SNAPSHOT_SECONDS)
+            # Screens just heard from us: the heartbeat can skip this group for a period.
+            writing.set(key("beat:" + group), "push", px=beat_ms)
+    writing.execute()
     if messages:
         send_batch(messages)
     return len(messages)
+
+
+def store_snapshot(
+    client: Any, group: str, version: int, board: str, fragments: dict[str, str]
+) -> None:
+    """Keep what a group's screens show (unless a newer snapshot is stored already)."""
+    fields: list[str] = ["board", board, "names", ",".join(fragments)]
+    for name, html in fragments.items():
+        fields += ["html:" + name, html]
+    client.eval(
+        _STORE_SNAPSHOT,
+        1,
+        key("snapshot:" + group),
+        SNAPSHOT_SECONDS,
+        version,
+        *fields,
+    )
+
+
+def snapshot_from(
+    stored: dict[bytes, bytes], current_version: int, board: str
+) -> dict[str, str] | None:
+    """The fragments of a stored snapshot if it shows the current state, else None.
+
+    Current means: it includes every counted change (a change is counted after it commits,
+    and the count is read before rendering) and the board was not edited since.
+    """
+    if not stored or stored.get(b"version") != str(current_version).encode():
+        return None
+    if stored.get(b"board", b"").decode() != board:
+        return None
+    names = stored.get(b"names", b"").decode().split(",")
+    fragments = {name: stored.get(f"html:{name}".encode()) for name in names if name}
+    if not fragments or any(html is None for html in fragments.values()):
+        return None
+    return {name: cast(bytes, html).decode() for name, html in fragments.items()}
+
+
+def cached_snapshot(group: str, board: str) -> dict[str, str] | None:
+    """The group's last rendered fragments if they are still current, else None."""
+    reading = redis_client().pipeline(transaction=True)
+    reading.hgetall(key("snapshot:" + group))
+    reading.get(key("dirty"))
+    stored, count = reading.execute()
+    return snapshot_from(stored, int(count) if count else 0, board)
 
 
 def send_batch(messages: list[tuple[str, str]]) -> None:

@@ -814,14 +814,14 @@ def acknowledge(
                 trigger=Trigger.OVERDUE,
                 status__in=[NotificationStatus.PENDING, NotificationStatus.DEFERRED],
             ).update(status=NotificationStatus.SKIPPED, last_error=str(ack))
-            transaction.on_commit(_mark_dirty)
+            _mark_dirty_on_commit()
     return ack, created
 
 
-def _mark_dirty() -> None:
-    from dashboard.publish import mark_dirty  # a later layer; imported here to avoid cycles
+def _mark_dirty_on_commit() -> None:
+    from dashboard.publish import mark_dirty_on_commit  # a later layer; avoids an import cycle
 
-    mark_dirty()
+    mark_dirty_on_commit()
 
 
 def escalations(keys: Iterable[tuple[int, str, int]]) -> dict[tuple[int, str, int], Any]:

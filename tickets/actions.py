@@ -478,15 +478,19 @@ def one_sync_per_ticket() -> Iterator[DeferredSync]:
     finally:
         _deferred.sync = None
     if batch.pending:
-        from dashboard.publish import mark_dirty  # later layers; imported here to avoid cycles
+        from dashboard.publish import (
+            mark_dirty_on_commit,  # later layers; imported here to avoid cycles
+        )
         from policies.actions import sync_many
 
         sync_many({pk: (now, "; ".join(causes)) for pk, (now, causes) in batch.pending.items()})
-        transaction.on_commit(mark_dirty)
+        mark_dirty_on_commit()
 
 
 def _sync_clocks(ticket: Ticket, *, now: datetime, cause: str = "") -> None:
-    from dashboard.publish import mark_dirty  # later layers; imported here to avoid cycles
+    from dashboard.publish import (
+        mark_dirty_on_commit,  # later layers; imported here to avoid cycles
+    )
     from policies.actions import sync_ticket_clocks
 
     deferred: DeferredSync | None = getattr(_deferred, "sync", None)
@@ -494,7 +498,7 @@ def _sync_clocks(ticket: Ticket, *, now: datetime, cause: str = "") -> None:
         deferred.add(ticket.pk, now, cause)
         return
     sync_ticket_clocks(ticket=ticket, now=now, cause=cause)
-    transaction.on_commit(mark_dirty)
+    mark_dirty_on_commit()
 
 
 def _refresh_from(target: Ticket, source: Ticket) -> None:

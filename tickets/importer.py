@@ -751,9 +751,11 @@ def import_events(
             progress(done, len(numbers))
     report.clocks = clock_tally(source=mapping.source, partner=partner)
     if report.tickets_created or report.tickets_updated:
-        from dashboard.publish import mark_dirty  # later layer; imported here to avoid cycles
+        from dashboard.publish import (
+            mark_dirty_on_commit,  # later layer; imported here to avoid cycles
+        )
 
-        transaction.on_commit(mark_dirty)
+        mark_dirty_on_commit()
     report.seconds = time.perf_counter() - started
     return report
 

@@ -2,7 +2,9 @@
 //
 // htmx's ws extension swaps pushed fragments by id. It reconnects by itself only after close
 // codes 1006/1011/1012/1013, so this file also reconnects after any other close, and a
-// watchdog reconnects when the server's heartbeat (every 15 s) stops arriving.
+// watchdog reconnects when the socket falls silent. The server sends each board group a
+// heartbeat every 15 s unless a push reached it during that period, so any message counts:
+// two periods (+ 5 s) without one means pushes are not arriving.
 (function () {
   "use strict";
 

@@ -12,11 +12,12 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.utils import timezone
 
+from dashboard import publish as publish_module
 from dashboard.publish import publish
 from dashboard.routing import websocket_urlpatterns
 from tests.factories import make_ticket, make_user
 from tickets.actions import record_event
-from tickets.models import EventKind
+from tickets.models import EventKind, Ticket
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
@@ -183,3 +184,82 @@ async def test_revoking_a_kiosk_link_cuts_off_screens_already_open(
         if output["type"] == "websocket.close":
             break
     assert output["code"] == 4403
+
+
+async def heartbeat_at(screen: WebsocketCommunicator) -> str:
+    """The ``data-at`` of the next heartbeat the screen receives (pushes are skipped)."""
+    while True:
+        message = await screen.receive_from(timeout=10)
+        if 'id="board-heartbeat"' in message:
+            return message.split('data-at="', 1)[1].split('"', 1)[0]
+
+
+async def test_one_heartbeat_per_group_reaches_every_screen_of_it(
+    org: dict, live_redis: Any, settings: Any
+) -> None:
+    settings.HEARTBEAT_SECONDS = 0.2
+    staff = await sync_to_async(make_user)(is_staff=True)
+    screens = [(await connect("/ws/boards/everything/", staff))[0] for _ in range(3)]
+    for screen in screens:
+        await screen.receive_from(timeout=10)  # the snapshot
+    # The same message (same instant) reaches all three: sent once to the group, not once
+    # per screen. Later heartbeats are shared too.
+    first = await heartbeat_at(screens[-1])  # the last to join: the others had joined too
+    for screen in screens[:-1]:
+        while (at := await heartbeat_at(screen)) < first:
+            pass
+        assert at == first
+    # The heartbeat also keeps the group registered for the publisher (one ZADD per group).
+    group = f"board-{org['board'].pk}-all"
+    live_redis.zrem(publish_module.key("live"), group)
+    await heartbeat_at(screens[0])
+    assert live_redis.zscore(publish_module.key("live"), group) is not None
+    for screen in screens:
+        await screen.disconnect()
+
+
+async def test_a_connecting_screen_gets_the_last_pushed_state_without_rendering(
+    org: dict, live_redis: Any
+) -> None:
+    staff = await sync_to_async(make_user)(is_staff=True)
+    first, _ = await connect("/ws/boards/everything/", staff)
+    await first.receive_from(timeout=10)
+    await sync_to_async(publish)(now=timezone.now())  # what the screens were sent is kept
+    # A write that bypasses the actions is not counted as a change: the kept state is current
+    # as far as slaboard knows, so the next screen gets it instead of a fresh render.
+    await sync_to_async(Ticket.objects.filter(pk=org["n"].pk).update)(subject="Quiet rename")
+    second, _ = await connect("/ws/boards/everything/", staff)
+    snapshot = await second.receive_from(timeout=10)
+    assert "North printer" in snapshot and "Quiet rename" not in snapshot
+    # A counted change makes the kept state outdated: the next screen gets a fresh render.
+    now = timezone.now()
+    await sync_to_async(record_event)(ticket=org["s"], kind=EventKind.NOTE, at=now, now=now)
+    third, _ = await connect("/ws/boards/everything/", staff)
+    assert "Quiet rename" in await third.receive_from(timeout=10)
+    for screen in (first, second, third):
+        await screen.disconnect()
+
+
+async def test_a_partner_screen_never_gets_another_scopes_kept_snapshot(
+    org: dict, live_redis: Any
+) -> None:
+    nina = await sync_to_async(make_user)(partner=org["north"])
+    sam = await sync_to_async(make_user)(partner=org["south"])
+    staff = await sync_to_async(make_user)(is_staff=True)
+    screens = []
+    for user in (staff, sam):  # the groups that see South tickets are live and kept
+        screen, _ = await connect("/ws/boards/everything/", user)
+        await screen.receive_from(timeout=10)
+        screens.append(screen)
+    await sync_to_async(publish)(now=timezone.now())
+    north_first, _ = await connect("/ws/boards/everything/", nina)
+    snapshot = await north_first.receive_from(timeout=10)
+    assert "North printer" in snapshot and "South" not in snapshot
+    await sync_to_async(publish)(now=timezone.now())  # now North's own group is kept too
+    north_second, _ = await connect("/ws/boards/everything/", nina)
+    snapshot = await north_second.receive_from(timeout=10)
+    assert "North printer" in snapshot and "South" not in snapshot
+    kept = live_redis.hgetall(publish_module.key(f"snapshot:board-{org['board'].pk}-all"))
+    assert b"South VPN down" in b"".join(kept.values())  # it was there to be leaked
+    for screen in (*screens, north_first, north_second):
+        await screen.disconnect()
