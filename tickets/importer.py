@@ -19,6 +19,10 @@
 
 Chunks are atomic and the import is resumable: re-running the same file skips what a finished
 chunk wrote and continues with the rest.
+
+A *replay* (``replay_as_of``, ``--replay-as-of``) shows an old log on the live board: every time
+is shifted by ``now - replay_as_of`` as it is parsed, so that instant becomes ``now``; rows after
+it have not "happened" yet and are counted, not imported. The rest of the pipeline is the same.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import IO, Any
 
@@ -323,6 +327,10 @@ class ParsedFile:
     rows: int  # data rows read (not the header)
     tickets: dict[str, list[Row]]  # by ticket id, in file order of first appearance
     skips: Skips
+    # A replay only: well-formed rows after the replayed instant, and the tickets that have
+    # none before it (not opened yet, so not imported at all).
+    rows_after: int = 0
+    tickets_after: int = 0
 
 
 def _open_text(path: Path) -> IO[str]:
@@ -333,8 +341,11 @@ def _open_text(path: Path) -> IO[str]:
     return path.open(encoding="utf-8-sig", newline="")
 
 
-def _time_parser(mapping: ColumnMapping, zone: tzinfo) -> Callable[[str], datetime | None]:
-    """Source text -> aware UTC datetime (None if unparseable). Naive times are in ``zone``."""
+def _time_parser(
+    mapping: ColumnMapping, zone: tzinfo, shift: timedelta = timedelta(0)
+) -> Callable[[str], datetime | None]:
+    """Source text -> aware UTC datetime plus ``shift`` (None if unparseable). Naive times are
+    in ``zone``."""
     cache: dict[str, datetime | None] = {}
     fmt = mapping.time_format
 
@@ -351,16 +362,36 @@ def _time_parser(mapping: ColumnMapping, zone: tzinfo) -> Callable[[str], dateti
             result: datetime | None = value.astimezone(UTC)
         except ValueError:
             result = None
+        if result is not None and shift:
+            try:
+                result += shift
+            except OverflowError:
+                raise ImportFileError(
+                    f"Shifted by the replay ({shift}), {text!r} falls out of the calendar: "
+                    "give a --replay-as-of closer to the data's times."
+                ) from None
         cache[text] = result
         return result
 
     return parse
 
 
-def read_rows(path: Path, mapping: ColumnMapping, *, zone: tzinfo, now: datetime) -> ParsedFile:
-    """Read and check every row; group the usable ones by ticket, in sequence order."""
+def read_rows(
+    path: Path,
+    mapping: ColumnMapping,
+    *,
+    zone: tzinfo,
+    now: datetime,
+    shift: timedelta | None = None,
+) -> ParsedFile:
+    """Read and check every row; group the usable ones by ticket, in sequence order.
+
+    ``shift`` (a replay): added to every time as it is parsed; a well-formed row that then
+    falls after ``now`` is not "in the future" but not happened yet: counted, not a skip.
+    """
     skips = Skips()
     grouped: dict[str, list[Row]] = {}
+    later: dict[str, int] = {}  # a replay: rows after now, per ticket
     count = 0
     try:
         with _open_text(path) as handle:
@@ -377,7 +408,7 @@ def read_rows(path: Path, mapping: ColumnMapping, *, zone: tzinfo, now: datetime
                     f"{path.name} has no {columns} {', '.join(map(repr, missing))}, which "
                     f"mapping {mapping.name!r} needs. Its header is: {shown}"
                 )
-            count = _read_records(reader, header, mapping, grouped, skips, zone, now)
+            count = _read_records(reader, header, mapping, grouped, skips, zone, now, shift, later)
     except OSError as exc:  # missing file, a directory, not readable, not really gzip
         raise ImportFileError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
     except EOFError as exc:
@@ -409,7 +440,13 @@ def read_rows(path: Path, mapping: ColumnMapping, *, zone: tzinfo, now: datetime
         for row in early:
             skips.add(f"{mapping.at} is before {mapping.opened_at}", row.line)
         tickets[number] = [r for r in rows if r.at >= opened] if early else rows
-    return ParsedFile(rows=count, tickets=tickets, skips=skips)
+    return ParsedFile(
+        rows=count,
+        tickets=tickets,
+        skips=skips,
+        rows_after=sum(later.values()),
+        tickets_after=len(later.keys() - tickets.keys()),
+    )
 
 
 def _read_records(
@@ -420,6 +457,8 @@ def _read_records(
     skips: Skips,
     zone: tzinfo,
     now: datetime,
+    shift: timedelta | None,
+    later: dict[str, int],
 ) -> int:
     width = len(header)
     index = {name: i for i, name in enumerate(header)}
@@ -443,7 +482,7 @@ def _read_records(
     i_actor, i_responder = col(mapping.actor), col(mapping.response_column)
     empty = frozenset(mapping.empty)
     statuses, priorities = mapping.statuses, mapping.priorities
-    parse = _time_parser(mapping, zone)
+    parse = _time_parser(mapping, zone, shift or timedelta(0))
     fmt = "ISO 8601" if mapping.time_format == "iso" else mapping.time_format
     count = 0
     for record in reader:
@@ -507,7 +546,10 @@ def _read_records(
             skips.add(f"{mapping.at} is before {mapping.opened_at}", line)
             continue
         if at > now or opened_at > now:
-            skips.add("in the future", line)
+            if shift is None:
+                skips.add("in the future", line)
+            else:  # a replay: it has not happened yet
+                later[number] = later.get(number, 0) + 1
             continue
         subject = " / ".join(filter(None, (value(i) for i in i_subject)))
         row = Row(
@@ -668,16 +710,35 @@ class ImportReport:
     skips: Skips = field(default_factory=Skips)
     clocks: list[ClockTally] = field(default_factory=list)
     seconds: float = 0.0
+    replay_as_of: datetime | None = None  # a replay: the instant that became ``now``
+    shift: timedelta = timedelta(0)  # a replay: added to every time of the file
+    rows_after: int = 0  # a replay: well-formed rows after the instant, not imported
+    tickets_after: int = 0  # a replay: tickets with no row before the instant, not created
 
     @property
     def rows_used(self) -> int:
-        return self.rows - self.skips.total
+        return self.rows - self.skips.total - self.rows_after
 
     def summary(self) -> str:
+        rows = f"Rows: {self.rows:,} read, {self.rows_used:,} used, {self.skips.total:,} skipped"
         lines = [
             f"Imported {self.file} with mapping {self.mapping!r} "
             f"(source {self.source!r}, partner {self.partner!r}) in {self.seconds:.1f} s.",
-            f"Rows: {self.rows:,} read, {self.rows_used:,} used, {self.skips.total:,} skipped.",
+        ]
+        if self.replay_as_of is None:
+            lines.append(rows + ".")
+        else:
+            lines += [
+                f"Replayed as of {self.replay_as_of.isoformat(' ')}: every time shifted by "
+                f"{_duration(self.shift)}, so that instant is now.",
+                f"{rows}; after --replay-as-of: {self.rows_after:,} rows, not imported "
+                f"({self.tickets_after:,} tickets had no row yet).",
+            ]
+            if not self.rows_used and self.rows_after:
+                lines.append(
+                    "Nothing in the file had happened by --replay-as-of: no ticket imported."
+                )
+        lines += [
             f"Tickets: {self.tickets_created:,} created, {self.tickets_updated:,} updated, "
             f"{self.tickets_unchanged:,} already imported (unchanged).",
             f"Events: {self.events_created:,} created. "
@@ -704,6 +765,16 @@ class ImportReport:
         return "\n".join(lines)
 
 
+def _duration(delta: timedelta) -> str:
+    """``+3,702 days 4 h 07 min 12 s`` (whole seconds)."""
+    sign = "-" if delta < timedelta(0) else "+"
+    seconds = int(abs(delta).total_seconds())
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    return f"{sign}{days:,} days {hours} h {minutes:02} min {seconds:02} s"
+
+
 Progress = Callable[[int, int], None]
 
 
@@ -716,11 +787,17 @@ def import_events(
     partner_name: str | None = None,
     chunk_size: int = CHUNK_SIZE,
     progress: Progress | None = None,
+    replay_as_of: datetime | None = None,
 ) -> ImportReport:
     """Import ``path`` with ``mapping``; ``now`` (read once by the caller) bounds event times
-    and is the instant clocks are computed at. Returns what was done, for the summary."""
+    and is the instant clocks are computed at. Returns what was done, for the summary.
+
+    ``replay_as_of`` (aware): replay the log as if that instant were ``now``. Every time is
+    shifted by ``now - replay_as_of`` when it is parsed; rows after it are not imported (the
+    report counts them). What was open then is open now, with running clocks."""
     started = time.perf_counter()
-    parsed = read_rows(path, mapping, zone=zone, now=now)
+    shift = None if replay_as_of is None else now - replay_as_of
+    parsed = read_rows(path, mapping, zone=zone, now=now, shift=shift)
     partner, _ = Partner.objects.get_or_create(name=partner_name or mapping.partner)
     report = ImportReport(
         file=path.name,
@@ -729,6 +806,10 @@ def import_events(
         partner=partner.name,
         rows=parsed.rows,
         skips=parsed.skips,
+        replay_as_of=replay_as_of,
+        shift=shift or timedelta(0),
+        rows_after=parsed.rows_after,
+        tickets_after=parsed.tickets_after,
     )
     resolver = current_resolver()
     numbers = list(parsed.tickets)

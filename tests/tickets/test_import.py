@@ -17,14 +17,19 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db.models import Count
+from django.db.models import Count, Q
+from django.test import Client
+from django.utils import timezone
 from pytest_django import DjangoCaptureOnCommitCallbacks
 
+from dashboard.boards import Viewer, board_state, display_zone
+from dashboard.models import Board
 from dashboard.publish import mark_dirty
 from policies.actions import rebuild_clocks
-from policies.models import Metric, Policy, SLAClock
-from tests.factories import make_always_calendar, make_sla_policy
+from policies.models import ACTIVE_CLOCK_STATUSES, Metric, Policy, SLAClock
+from tests.factories import make_always_calendar, make_sla_policy, make_user
 from tickets.actions import PROJECTED_FIELDS, project_ticket
+from tickets.importer import import_events, mapping_from_dict
 from tickets.models import Customer, EventKind, Partner, Ticket, TicketEvent
 
 pytestmark = pytest.mark.django_db
@@ -450,6 +455,10 @@ def test_a_json_mapping_describes_another_exports_columns(
         (["--mapping", "zendesk"], "Unknown mapping 'zendesk': use a built-in one (servicenow)"),
         (["--mapping", "servicenow", "--timezone", "Mars/Olympus"], "Unknown time zone"),
         (["--mapping", "servicenow", "--chunk-size", "0"], "--chunk-size must be 1 or more"),
+        (
+            ["--mapping", "servicenow", "--replay-as-of", "15/4/2016 10:00"],
+            "--replay-as-of '15/4/2016 10:00' is not a time: write it like \"2016-04-15 10:00\"",
+        ),
     ],
 )
 def test_bad_options_are_refused_with_a_clear_message(args: list[str], message: str) -> None:
@@ -529,3 +538,198 @@ def test_the_real_log_imports_with_its_summary(policies: dict[str, Policy], tmp_
     assert lines[2] == f"Tickets: {incidents} created, 0 updated, 0 already imported (unchanged)."
     assert Ticket.objects.filter(source="servicenow", status="closed").count() == incidents
     assert SLAClock.objects.filter(ticket__source="servicenow").count() >= 3 * incidents
+
+
+# --------------------------------------------------------------------------------------------
+# --replay-as-of: the old log on the live board
+
+AS_OF = "2016-03-02 10:00"  # inside the slice's span (29/2/2016 01:16 … 16/8/2016)
+AS_OF_UTC = datetime(2016, 3, 2, 10, 0, tzinfo=UTC)
+OPEN_AS_OF = 26  # incidents of the slice open at AS_OF (New, Active or Awaiting …)
+CREATED_AS_OF = 46  # the other 4 had not been opened yet
+REPLAY_ROWS = (
+    "Rows: 330 read, 183 used, 6 skipped; after --replay-as-of: 141 rows, not imported "
+    "(4 tickets had no row yet)."
+)
+INSTANTS = ["started_at", "met_at", "stopped_at", "due_at", "yellow_at", "orange_at"]
+INSTANTS += ["breached_at", "next_change_at"]
+
+
+def replay(
+    *extra: str, as_of: str = AS_OF, as_of_utc: datetime = AS_OF_UTC
+) -> tuple[str, datetime]:
+    """Replay the slice as of ``as_of``: the summary, and the ``now`` the command read (the
+    shift it applied is the one every imported time carries)."""
+    before = timezone.now()
+    out, _ = run(SLICE, "--mapping", "servicenow", "--replay-as-of", as_of, *extra)
+    after = timezone.now()
+    incident = ticket("INC0000047")
+    opened = utc("29/2/2016 04:40")
+    if "Europe/Paris" in extra:
+        opened -= timedelta(hours=1)  # 04:40 Paris in winter
+    now = as_of_utc + (incident.opened_at - opened)
+    assert before <= now <= after  # it is the instant the command read, once
+    return out, now
+
+
+def shifted_back(clock: SLAClock, shift: timedelta) -> dict[str, object]:
+    """A clock's state with its instants moved back by ``shift``."""
+    values: dict[str, object] = {
+        f: getattr(clock, f) for f in ("metric", "cycle", "status", "bucket", "remaining_seconds")
+    }
+    for name in INSTANTS:
+        value = getattr(clock, name)
+        values[name] = None if value is None else value - shift
+    values["pauses"] = [
+        [datetime.fromisoformat(t) - shift if t else None for t in pause] for pause in clock.pauses
+    ]
+    return values
+
+
+def test_a_replay_opens_what_was_open_at_that_instant_with_running_clocks(
+    policies: dict[str, Policy],
+) -> None:
+    out, now = replay()
+    shift = now - AS_OF_UTC
+
+    lines = out.splitlines()
+    assert lines[1].startswith("Replayed as of 2016-03-02 10:00:00+00:00: every time shifted by +")
+    assert lines[1].endswith(" s, so that instant is now.")
+    assert lines[2] == REPLAY_ROWS  # the later rows are counted, not skipped
+    assert (
+        lines[3] == f"Tickets: {CREATED_AS_OF} created, 0 updated, 0 already imported (unchanged)."
+    )
+    assert "Skipped rows (6):" in lines  # the same malformed rows as a full import
+    replayed = Ticket.objects.filter(source="servicenow")
+    assert replayed.count() == CREATED_AS_OF
+    assert replayed.open().count() == OPEN_AS_OF
+
+    # What slaboard would have shown at AS_OF itself: the same file imported with now=AS_OF,
+    # where the later rows are "in the future". The replay is that state, moved to now.
+    mapping = mapping_from_dict({"extends": "servicenow", "source": "then"}, default_name="then")
+    then = import_events(SLICE, mapping=mapping, now=AS_OF_UTC)
+    assert (then.tickets_created, then.skips.counts["in the future"]) == (CREATED_AS_OF, 141)
+    for past in Ticket.objects.filter(source="then").prefetch_related("clocks"):
+        current = replayed.get(external_id=past.external_id)
+        assert (current.status, current.priority, current.team) == (
+            past.status,
+            past.priority,
+            past.team,
+        )
+        for name in ("opened_at", "first_human_reply_at", "resolved_at", "closed_at"):
+            value = getattr(current, name)
+            assert (value and value - shift) == getattr(past, name), (past.external_id, name)
+        assert [shifted_back(c, shift) for c in current.clocks.all()] == [
+            shifted_back(c, timedelta(0)) for c in past.clocks.all()
+        ], past.external_id
+
+    # INC0001068 (medium) was opened at 09:42 and still New at 10:00: 18 minutes ago, now.
+    fresh = ticket("INC0001068")
+    assert (fresh.status, now - fresh.opened_at) == ("new", timedelta(minutes=18))
+    (respond,) = clocks("INC0001068", Metric.FIRST_RESPONSE)
+    (resolve,) = clocks("INC0001068", Metric.RESOLUTION)
+    assert respond.due_at is not None and resolve.due_at is not None
+    assert (respond.status, respond.bucket, respond.due_at - now) == (
+        "running",
+        "green",
+        timedelta(hours=3, minutes=42),  # 4 h to respond
+    )
+    assert (resolve.status, resolve.due_at - now) == ("running", timedelta(hours=23, minutes=42))
+    # The open incidents' clocks run in every colour: fresh ones green, old ones breached.
+    live = SLAClock.objects.filter(ticket__in=replayed.open(), status__in=ACTIVE_CLOCK_STATUSES)
+    buckets = set(live.values_list("bucket", flat=True))
+    assert {"green", "red"} <= buckets and buckets & {"yellow", "orange"}
+    assert live.filter(status="running", due_at__gt=now).exists()
+
+
+def test_a_replayed_log_shows_on_the_live_board_and_the_queue(
+    policies: dict[str, Policy], client: Client
+) -> None:
+    board = Board.objects.create(name="All partners", slug="all")
+
+    _, now = replay()
+
+    state = board_state(board, Viewer(), now)
+    assert state["open_count"] == OPEN_AS_OF
+    live = SLAClock.objects.filter(
+        ticket__source="servicenow", ticket__status__in=["new", "open", "waiting_on_customer"]
+    ).filter(status__in=ACTIVE_CLOCK_STATUSES)
+    counts = {(m["key"], b): n for m in state["metrics"] for b, n in m["counts"]}
+    assert sum(counts.values()) == live.count() > OPEN_AS_OF
+    assert counts[(Metric.FIRST_RESPONSE, "green")] == 1  # INC0001068
+    at_risk = [row["reference"] for row in state["at_risk"]]
+    assert len(at_risk) == 7 and all(r.startswith("servicenow:INC") for r in at_risk)
+    # Compliance counts the shifted history: every verdict is from the last 57 hours (the slice
+    # starts 29/2/2016 01:16), none from 2016, and "this month" counts those since its start.
+    verdicts = SLAClock.objects.filter(ticket__source="servicenow").filter(
+        Q(status="met") | Q(breached_at__isnull=False)
+    )
+    times = [c.breached_at or c.met_at for c in verdicts]
+    assert times and all(t is not None and now - timedelta(hours=57) < t <= now for t in times)
+    month = now.astimezone(display_zone()).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    in_month = verdicts.filter(Q(status="met", met_at__gte=month) | Q(breached_at__gte=month))
+    assert (state["month"]["total"], state["month"]["breached"]) == (
+        in_month.count(),
+        in_month.filter(breached_at__isnull=False).count(),
+    )
+
+    client.force_login(make_user(username="ops", is_staff=True, is_superuser=True))
+    page = client.get("/boards/all/").content.decode()
+    assert all(reference.removeprefix("servicenow:") in page for reference in at_risk)
+    assert f'<span class="value">{OPEN_AS_OF}</span>' in page  # "Open tickets"
+    queue = client.get("/queue/").content.decode()
+    assert "INC0001068" in queue  # the green one is in the agents' queue too
+
+
+def test_replaying_the_same_instant_again_adds_nothing(
+    policies: dict[str, Policy], django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+) -> None:
+    replay()
+    before = (Ticket.objects.count(), TicketEvent.objects.count(), SLAClock.objects.count())
+    first_times = sorted(TicketEvent.objects.values_list("external_id", "at"))
+
+    # Later, the shift is larger, but every event id is already there: nothing moves.
+    with django_capture_on_commit_callbacks() as callbacks:
+        out, _ = run(SLICE, "--mapping", "servicenow", "--replay-as-of", AS_OF)
+
+    assert (Ticket.objects.count(), TicketEvent.objects.count(), SLAClock.objects.count()) == before
+    assert sorted(TicketEvent.objects.values_list("external_id", "at")) == first_times
+    lines = out.splitlines()
+    assert lines[2] == REPLAY_ROWS
+    assert (
+        lines[3] == f"Tickets: 0 created, 0 updated, {CREATED_AS_OF} already imported (unchanged)."
+    )
+    assert lines[4] == "Events: 0 created. SLA clocks: 0 written."
+    assert mark_dirty not in callbacks
+
+
+def test_the_replay_instant_is_read_in_the_timezone_like_the_data(
+    policies: dict[str, Policy],
+) -> None:
+    # 10:00 in Paris, given with an offset; the file's times are read in Paris too.
+    paris = "2016-03-02T09:00:00+00:00"
+    out, now = replay(
+        "--timezone", "Europe/Paris", as_of=paris, as_of_utc=AS_OF_UTC - timedelta(hours=1)
+    )
+
+    assert out.splitlines()[2] == REPLAY_ROWS
+    (respond,) = clocks("INC0001068", Metric.FIRST_RESPONSE)
+    assert respond.due_at is not None
+    assert respond.due_at - now == timedelta(hours=3, minutes=42)
+
+
+def test_a_replay_before_all_the_data_imports_nothing_and_says_so(
+    policies: dict[str, Policy],
+) -> None:
+    out, _ = run(SLICE, "--mapping", "servicenow", "--replay-as-of", "2016-02-01")
+
+    lines = out.splitlines()
+    assert lines[1].startswith("Replayed as of 2016-02-01 00:00:00+00:00: ")
+    # Checks across a ticket's rows (duplicate sys_mod_count) only see the rows it imports.
+    assert lines[2] == (
+        "Rows: 330 read, 0 used, 5 skipped; after --replay-as-of: 325 rows, not imported "
+        "(50 tickets had no row yet)."
+    )
+    assert lines[3] == "Nothing in the file had happened by --replay-as-of: no ticket imported."
+    assert lines[4] == "Tickets: 0 created, 0 updated, 0 already imported (unchanged)."
+    assert not Ticket.objects.exists()

@@ -1,12 +1,14 @@
 """``manage.py import_events FILE --mapping NAME``: import a CSV event-log export.
 
-The work is in ``tickets.importer``; this reads ``now``, checks the options, draws the progress
-bar on stderr and prints the summary. See docs/import.md.
+The work is in ``tickets.importer``; this reads ``now`` (once: ``--replay-as-of`` shifts the
+file's times to it), checks the options, draws the progress bar on stderr and prints the
+summary. See docs/import.md.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -61,6 +63,15 @@ class Command(BaseCommand):
             default=CHUNK_SIZE,
             help=f"Tickets per transaction (default {CHUNK_SIZE}).",
         )
+        parser.add_argument(
+            "--replay-as-of",
+            dest="replay_as_of",
+            default=None,
+            metavar="INSTANT",
+            help="Replay an old log on the live board: shift every time so that INSTANT (e.g. "
+            '"2016-04-15 10:00", read in --timezone) is now, and leave out the rows after it. '
+            "What was open then is open now. Meant for a fresh database or a demo.",
+        )
 
     def handle(
         self,
@@ -70,6 +81,7 @@ class Command(BaseCommand):
         partner: str | None,
         zone: str,
         chunk_size: int,
+        replay_as_of: str | None = None,
         **options: Any,
     ) -> None:
         now = timezone.now()
@@ -79,6 +91,7 @@ class Command(BaseCommand):
             raise CommandError(
                 f"Unknown time zone {zone!r} for --timezone: use an IANA name such as Europe/Paris."
             )
+        as_of = None if replay_as_of is None else parse_instant(replay_as_of, ZoneInfo(zone))
         if partner is not None and not partner.strip():
             raise CommandError("--partner must not be empty.")
         try:
@@ -101,6 +114,7 @@ class Command(BaseCommand):
                 partner_name=partner.strip() if partner else None,
                 chunk_size=chunk_size,
                 progress=self._progress,
+                replay_as_of=as_of,
             )
         except (ImportFileError, ImportStopped) as exc:
             raise CommandError(str(exc)) from exc
@@ -125,3 +139,16 @@ class Command(BaseCommand):
             self.stderr.flush()
         else:
             self.stderr.write(line)
+
+
+def parse_instant(text: str, zone: tzinfo) -> datetime:
+    """``--replay-as-of``: ISO 8601 (``2016-04-15 10:00``, ``2016-04-15T10:00:00+02:00``,
+    ``2016-04-15``); without an offset it is read in ``zone``."""
+    try:
+        instant = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise CommandError(
+            f'--replay-as-of {text!r} is not a time: write it like "2016-04-15 10:00" '
+            "(ISO 8601, read in --timezone unless it has an offset)."
+        ) from None
+    return instant if instant.tzinfo is not None else instant.replace(tzinfo=zone)
