@@ -12,7 +12,7 @@ from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 from django.template.loader import render_to_string
 
 from dashboard.models import Board
@@ -82,7 +82,7 @@ def _at_risk(
         candidates = (
             clocks.filter(bucket=bucket)
             .select_related("ticket", "ticket__customer", "ticket__partner", "ticket__assignee")
-            .order_by("due_at", "pk")[: (limit - len(rows)) * 3]
+            .order_by(F("due_at").asc(nulls_last=True), "pk")[: (limit - len(rows)) * 3]
         )
         for clock in candidates:
             if clock.ticket_id in seen:
@@ -113,6 +113,7 @@ def _row(clock: SLAClock) -> dict[str, Any]:
         "metric": METRIC_LABELS.get(clock.metric, clock.metric),
         "bucket": clock.bucket,
         "paused": clock.status == ClockStatus.PAUSED,
+        "breached": clock.breached_at is not None,
         "remaining": timedelta(seconds=clock.remaining_seconds or 0),
         "managed": ticket.source in settings.SLABOARD_MANAGED_SOURCES,
         "reference": ticket.external_id

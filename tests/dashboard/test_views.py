@@ -176,3 +176,23 @@ def test_of_two_simultaneous_grabs_exactly_one_wins(org: dict) -> None:
     ticket.refresh_from_db()
     assert ticket.assignee is not None and ticket.assignee.username == winner
     assert ticket.events.filter(kind=EventKind.CLAIMED).count() == 1
+
+
+def test_a_breached_clock_waiting_on_the_customer_shows_breached_not_time_left(org: dict) -> None:
+    from tickets.actions import record_event
+
+    now = timezone.now()
+    record_event(
+        ticket=org["n"],
+        kind=EventKind.STATUS_CHANGED,
+        at=now,
+        now=now,
+        payload={"status": "waiting_on_customer"},
+    )
+    client = client_for(agent(is_staff=True))
+    for page in (client.get("/boards/everything/"), client.get("/queue/")):
+        html = page.content.decode()
+        assert "‖ paused, breached" in html or "‖ breached" in html
+        assert " left</span>" not in html
+        # Running breached clocks (with a due time) come before paused ones, on every database.
+        assert html.index("South VPN down") < html.index("North printer")
