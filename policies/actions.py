@@ -253,14 +253,19 @@ def sync_ticket_clocks(
     resolver: TargetResolver | None = None,
     existing: list[SLAClock] | None = None,
     cause: str = "",
+    now_checked: bool = False,
 ) -> SyncReport:
     """Make the ticket's stored clocks equal the projection of its events at ``now``.
 
     When ``cause`` is given (a policy, target or calendar edit, or a change of priority or
     attributes), every due time that moves is recorded in the ticket's timeline with it.
+    ``now`` goes through ``clock_now`` unless the caller did that in this transaction
+    (``now_checked``).
     """
     from tickets.history import ticket_history
 
+    if not now_checked:
+        now = clock_now(now)
     if events is None:
         events = list(ticket.events.all())
     if resolver is None:
@@ -349,15 +354,17 @@ def sync_many(tickets: Mapping[int, tuple[datetime, str]]) -> SyncReport:
     clocks: dict[int, list[SLAClock]] = {t.pk: [] for t in batch}
     for clock in SLAClock.objects.filter(ticket__in=batch):
         clocks[clock.ticket_id].append(clock)
+    floor = clock_now(min(now for now, _ in tickets.values()))
     for ticket in batch:
         now, cause = tickets[ticket.pk]
         report = sync_ticket_clocks(
             ticket=ticket,
-            now=now,
+            now=max(now, floor),
             events=events[ticket.pk],
             resolver=resolver,
             existing=clocks[ticket.pk],
             cause=cause,
+            now_checked=True,
         )
         total.created += report.created
         total.updated += report.updated
@@ -388,13 +395,15 @@ def rebuild_clocks(
         for clock in SLAClock.objects.filter(ticket__in=batch):
             clocks[clock.ticket_id].append(clock)
         with transaction.atomic():
+            at = clock_now(now)
             for ticket in batch:
                 report = sync_ticket_clocks(
                     ticket=ticket,
-                    now=now,
+                    now=at,
                     events=events[ticket.pk],
                     resolver=resolver,
                     existing=clocks[ticket.pk],
+                    now_checked=True,
                 )
                 total.created += report.created
                 total.updated += report.updated
@@ -435,8 +444,11 @@ def resync_open_clocks(
         last_pk = batch[-1].pk
         resolver.prime(batch)
         with transaction.atomic():
+            at = clock_now(now)  # a long re-sync: each batch at least as of the last tick
             for ticket in batch:
-                sync_ticket_clocks(ticket=ticket, now=now, resolver=resolver, cause=cause)
+                sync_ticket_clocks(
+                    ticket=ticket, now=at, resolver=resolver, cause=cause, now_checked=True
+                )
                 count += 1
 
 
@@ -461,9 +473,26 @@ def record_audit(
     )
 
 
-# How far back each tick looks beyond the previous tick's ``now``: a re-sync that read its
-# ``now`` before the previous tick but committed after it is still seen (and moved) once.
-TICK_LOOKBACK = timedelta(minutes=1)
+# PostgreSQL advisory lock between the tick (exclusive) and clock writers (shared).
+TICK_ADVISORY_LOCK = 0x51AB0A4D
+
+
+def clock_now(now: datetime) -> datetime:
+    """The instant to compute clocks at in this transaction: ``now``, or the tick's watermark
+    if that is later.
+
+    Takes the tick's lock in shared mode for the rest of the transaction first (PostgreSQL;
+    SQLite lets one writer at a time anyway), so no tick commits between this read and the
+    writer's commit. So every clock a writer stores is right as of the watermark at least, and
+    each change still to come lies after it, inside a later tick's window: the tick needs no
+    look back over clocks it already moved, however late a request that read ``now`` early
+    commits. Call it inside the writer's transaction.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [TICK_ADVISORY_LOCK])
+    watermark = TickWatermark.objects.filter(pk=1).values_list("evaluated_until", flat=True).first()
+    return max(now, watermark) if watermark is not None else now
 
 
 def due_window(lower: datetime | None, now: datetime) -> Q:
@@ -482,7 +511,7 @@ def due_window(lower: datetime | None, now: datetime) -> Q:
     return Q(status=ClockStatus.RUNNING, next_change_at__lte=now) & window
 
 
-def reevaluate_due_clocks(*, now: datetime, lookback: timedelta = TICK_LOOKBACK) -> int:
+def reevaluate_due_clocks(*, now: datetime, lookback: timedelta = timedelta(0)) -> int:
     """Move every running clock whose next colour change has come; return how many moved.
 
     One UPDATE over the clocks with an instant since the last tick (``TickWatermark``, minus
@@ -511,6 +540,9 @@ def reevaluate_due_clocks(*, now: datetime, lookback: timedelta = TICK_LOOKBACK)
         default=Value(None),
     )
     with transaction.atomic():
+        if connection.vendor == "postgresql":  # wait for clock writers (see clock_now)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [TICK_ADVISORY_LOCK])
         mark, _ = TickWatermark.objects.select_for_update().get_or_create(pk=1)
         last = mark.evaluated_until
         if last is not None and now <= last:

@@ -668,9 +668,10 @@ class AuditEntry(models.Model):
 class TickWatermark(models.Model):
     """Up to when the minute tick has moved the clocks: one row, written with the clocks.
 
-    The tick looks only at running clocks with an instant in ``(evaluated_until - lookback,
-    now]`` and moves the watermark in the same transaction, so a tick that dies halfway is
-    rolled back and the next one redoes its window; after downtime one tick covers it all.
+    The tick looks only at running clocks with an instant in ``(evaluated_until, now]`` and
+    moves the watermark in the same transaction, so a tick that dies halfway is rolled back and
+    the next one redoes its window; after downtime one tick covers it all. Clock writers never
+    compute before the watermark (``policies.actions.clock_now``).
     """
 
     evaluated_until = models.DateTimeField(null=True, blank=True)

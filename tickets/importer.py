@@ -42,7 +42,13 @@ from typing import IO, Any
 from django.db import DatabaseError, transaction
 from django.db.models import Count, Q
 
-from policies.actions import TargetResolver, clock_values, current_resolver, sync_ticket_clocks
+from policies.actions import (
+    TargetResolver,
+    clock_now,
+    clock_values,
+    current_resolver,
+    sync_ticket_clocks,
+)
 from policies.clocks import compute_clocks
 from policies.models import ClockStatus, Metric, SLAClock
 from tickets.actions import PROJECTED_FIELDS, project_ticket
@@ -866,6 +872,7 @@ def _import_chunk(
     now: datetime,
     report: ImportReport,
 ) -> None:
+    at = clock_now(now)  # clocks as of the last tick at least (see clock_now)
     existing = {
         t.external_id: t
         for t in Ticket.objects.select_for_update().filter(
@@ -897,7 +904,7 @@ def _import_chunk(
         clocks: list[SLAClock] = []
         for ticket, events in built:
             # As sync_ticket_clocks(ticket=, events=, existing=[]) does, one INSERT per chunk.
-            for result in compute_clocks(ticket_history(ticket, events), resolver, now):
+            for result in compute_clocks(ticket_history(ticket, events), resolver, at):
                 clocks.append(
                     SLAClock(
                         ticket_id=ticket.pk,

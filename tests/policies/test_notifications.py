@@ -278,8 +278,7 @@ def test_with_no_active_rule_the_tick_adds_one_query_only_when_clocks_moved(
         assert reevaluate_due_clocks(now=T0 + timedelta(minutes=1)) == 0
     with CaptureQueriesContext(connection) as moving:
         assert reevaluate_due_clocks(now=YELLOW + SECOND) == 1
-    assert len(idle.captured_queries) == 5
-    assert len(moving.captured_queries) == 6
+    assert len(moving.captured_queries) == len(idle.captured_queries) + 1
     assert not rows()
 
 

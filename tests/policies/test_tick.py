@@ -12,7 +12,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from policies.actions import TICK_LOCK, reevaluate_due_clocks, run_tick
+from policies.actions import TICK_LOCK, reevaluate_due_clocks, run_tick, sync_ticket_clocks
 from policies.models import Metric, SLAClock
 from tests.factories import make_always_calendar, make_partner, make_sla_policy, make_ticket
 
@@ -44,9 +44,9 @@ def test_the_tick_query_count_does_not_grow_with_open_tickets() -> None:
     )
     with CaptureQueriesContext(connection) as many:
         assert reevaluate_due_clocks(now=later) == 1
-    # Lock the watermark, one UPDATE of the clocks, move the watermark (+ savepoint pair).
-    # (+ one query for the notification rules, since a clock moved: none active here.)
-    assert len(few.captured_queries) == len(many.captured_queries) == 6
+    # The writers' lock, lock the watermark, one UPDATE of the clocks, move the watermark
+    # (+ savepoint pair; + one query for the notification rules, since a clock moved).
+    assert len(few.captured_queries) == len(many.captured_queries) == 7
 
 
 def test_a_tick_that_finds_the_lock_taken_does_nothing(redis_client: redis.Redis) -> None:
@@ -74,21 +74,48 @@ def test_the_tick_records_when_clocks_were_last_evaluated(redis_client: redis.Re
     assert last_tick() == now
 
 
-def test_a_resync_that_committed_after_a_tick_it_predates_is_still_moved() -> None:
-    """A request read ``now`` before a tick but committed after it: the next tick catches it."""
+def test_a_write_that_read_now_before_the_last_tick_computes_clocks_as_of_that_tick() -> None:
+    """A request read ``now`` before a tick but commits after it: its clocks are right as of
+    the tick, so the next tick's window holds every change still to come."""
     now = timezone.now()
     make_sla_policy(
         calendar=make_always_calendar(), targets={Metric.FIRST_RESPONSE: timedelta(hours=4)}
     )
-    _open_tickets(1, now)
-    reevaluate_due_clocks(now=now)  # the previous tick
-    # What the late request wrote: computed at now - 5 s, turning yellow at now - 2 s.
-    SLAClock.objects.update(
-        yellow_at=now - timedelta(seconds=2), next_change_at=now - timedelta(seconds=2)
-    )
-    assert reevaluate_due_clocks(now=now + timedelta(minutes=1)) == 1
-    assert SLAClock.objects.get().bucket == "yellow"
-    assert reevaluate_due_clocks(now=now + timedelta(minutes=2)) == 0
+    ticket = make_ticket(now=now, opened_at=now - timedelta(hours=3, minutes=30))
+    reevaluate_due_clocks(now=now)  # yellow at 3 h 12 min (80 %)
+    SLAClock.objects.update(bucket="green", next_change_at=now - timedelta(minutes=18))
+    sync_ticket_clocks(ticket=ticket, now=now - timedelta(minutes=20))  # a stale request
+    first = SLAClock.objects.get(metric=Metric.FIRST_RESPONSE)
+    assert first.bucket != "green" and first.next_change_at > now
+
+
+def test_the_tick_waits_for_a_clock_write_in_progress(transactional_db: Any) -> None:
+    """PostgreSQL: a tick blocks until writers that hold the shared lock commit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connections, transaction
+
+    from policies.actions import clock_now
+
+    now = timezone.now()
+    reevaluate_due_clocks(now=now - timedelta(minutes=1))
+    with transaction.atomic():
+        assert clock_now(now - timedelta(hours=1)) == now - timedelta(minutes=1)
+
+        def tick() -> int:
+            try:
+                with connections["default"].cursor() as cursor:
+                    cursor.execute("SET lock_timeout = '200ms'")
+                return reevaluate_due_clocks(now=now)
+            except Exception as error:  # the lock is held: the tick waits (here: times out)
+                return -1 if "lock timeout" in str(error) else -2
+            finally:
+                connections["default"].close()
+
+        with ThreadPoolExecutor(1) as pool:
+            assert pool.submit(tick).result() == -1
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(lambda: reevaluate_due_clocks(now=now)).result() == 0
 
 
 def test_a_tick_older_than_the_last_one_changes_nothing() -> None:
