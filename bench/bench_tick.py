@@ -8,25 +8,34 @@ dropped at the end unless ``--keep``; results and findings: docs/bench-tick.md):
         [--keep] [--alternatives] [--ticks 10]
 
 Workload, for each size N: N open tickets with 3 running clocks each (first response,
-resolution plan, resolution), all green with ``next_change_at = yellow_at``. Exactly 1 % of
-the clocks (every 100th clock in insertion order, so scattered over the whole table like
-real due clocks) are due at the bench ``now``: a third of them move to yellow, a third to
-orange, a third to red (breached). Each of the others turns yellow during one of the 99
-minutes after ``now``. Rows are loaded with server-side ``INSERT ... SELECT ... FROM
-generate_series`` and the tables are ``VACUUM ANALYZE``d before measuring.
+resolution plan, resolution), in the steady state the tick sees every minute. The previous
+tick ran at ``PREVIOUS = NOW - 60 s`` (the ``TickWatermark``), and every clock's bucket,
+``next_change_at`` and ``breached_at`` are what they were at that instant:
 
-Each repetition starts from the same state (see ``prepare``: due clocks back to green, the
-table re-clustered in load order so the due clocks are scattered again, VACUUM ANALYZE,
-CHECKPOINT), runs the tick once under ``CaptureQueriesContext`` (it must move every due
-clock), then again with the same ``now`` (it must move nothing: the tick is idempotent),
-then once more after a VACUUM. The median of the repetitions is reported with the query
-count, the CPU time of the PostgreSQL backend and of Python (steadier than wall time when
-other processes share the machine) and the WAL the tick wrote. For the largest size the
-script also prints ``EXPLAIN (ANALYZE, BUFFERS)`` of the tick's SELECT and ``EXPLAIN
-(ANALYZE, BUFFERS, WAL)`` of its UPDATE (in a rolled-back transaction); ``--alternatives``
-times other formulations of the same UPDATE and settings (raw SQL, session settings and
-one dropped index in the bench database; nothing in the product is changed); ``--ticks K``
-runs K consecutive ticks a minute apart with nothing reset or forced in between.
+* 1 % of the clocks (every 100th in insertion order, so scattered over the whole heap) have
+  an instant in ``(NOW - 60 s, NOW]``: a third turn yellow, a third orange, a third breach;
+  the tick at ``NOW`` must move exactly these;
+* another 1 % (every 100th, offset 50) had theirs in ``(NOW - 120 s, NOW - 60 s]``: the
+  previous tick moved them already (``prepare`` really runs it, so their pages hold the dead
+  row versions it left). They lie in the tick's lookback window too, so the tick reads,
+  prunes and skips them as it would in production;
+* the others turn yellow during one of the 99 minutes after ``NOW`` (a hash of the clock),
+  so the ticks at ``NOW + 1 min``, ``NOW + 2 min``, ... each find another ~1 %.
+
+Rows are loaded with server-side ``INSERT ... SELECT ... FROM generate_series``. Each
+repetition starts from that same state (``prepare``: moved clocks and watermark reset, the
+table re-clustered in load order, VACUUM ANALYZE, the previous tick, CHECKPOINT) and runs
+the tick under ``CaptureQueriesContext`` (it must move exactly the due clocks), again with
+the same ``now`` (it must move nothing) and once more a minute later. Then one scan checks,
+from the stored instants, that each tick moved and wrote exactly the clocks whose bucket
+changed and that every clock holds its bucket, next change and breach. The median of the
+repetitions is reported with the query count, the CPU time of the PostgreSQL backend and of
+Python (steadier than wall time when other processes share the machine), the WAL written
+(the smallest of the repetitions: the server's other sessions can only add to it) and the
+share of heap-only (HOT) updates. For the largest size the script also prints the tick's
+queries and ``EXPLAIN (ANALYZE, BUFFERS, WAL)`` of its UPDATE in a rolled-back transaction;
+``--alternatives`` times the same tick under other session settings or arguments;
+``--ticks K`` runs K consecutive ticks a minute apart with nothing reset in between.
 """
 
 from __future__ import annotations
@@ -59,19 +68,23 @@ from django.db import connection, transaction  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
 from policies.actions import reevaluate_due_clocks  # noqa: E402
-from policies.models import SLAClock  # noqa: E402
+from policies.models import SLAClock, TickWatermark  # noqa: E402
 from tickets.models import Partner, Ticket, TicketEvent  # noqa: E402
 
-# The bench instant: every due clock changed colour 1 to 50 min before it.
+# The bench instant, the previous tick's (the watermark every repetition starts from) and
+# the one before (the state prepare() resets to before it runs the previous tick).
 NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
+PREVIOUS = NOW - timedelta(minutes=1)
+EARLIER = PREVIOUS - timedelta(minutes=1)
 LOADED_AT = datetime(2027, 3, 1, 11, 0, tzinfo=UTC)
 CLOCKS_PER_TICKET = 3
-DUE_EVERY = 100  # 1 % of the clocks are due
+DUE_EVERY = 100  # 1 % of the clocks are due at NOW, another 1 % moved at PREVIOUS
 
 TICKETS = Ticket._meta.db_table
 EVENTS = TicketEvent._meta.db_table
 CLOCKS = SLAClock._meta.db_table
 PARTNERS = Partner._meta.db_table
+WATERMARK = TickWatermark._meta.db_table
 
 
 # --- database setup ------------------------------------------------------------------------
@@ -130,6 +143,28 @@ def vacuum(*tables: str) -> None:
         execute(f"VACUUM (ANALYZE) {table}")
 
 
+# --- the expected state, computed independently of policies.actions ------------------------
+
+# A running clock's bucket, next change and breach at instant T, from its stored instants.
+BUCKET_AT = (
+    "CASE WHEN due_at <= @ THEN 'red' WHEN orange_at <= @ THEN 'orange' "
+    "WHEN yellow_at <= @ THEN 'yellow' ELSE 'green' END"
+)
+NEXT_AT = (
+    "CASE WHEN due_at <= @ THEN NULL WHEN orange_at <= @ THEN due_at "
+    "WHEN yellow_at <= @ THEN orange_at ELSE yellow_at END"
+)
+BREACHED_AT = "CASE WHEN due_at <= @ THEN due_at END"
+
+
+def at(expr: str, param: str) -> str:
+    """One of the expressions above at the instant bound to the query parameter ``param``."""
+    return expr.replace("@", f"%({param})s")
+
+
+STATE_AT_EARLIER = ", ".join(at(e, "earlier") for e in (BUCKET_AT, NEXT_AT, BREACHED_AT))
+
+
 # --- load ----------------------------------------------------------------------------------
 
 TICKET_SQL = f"""
@@ -153,11 +188,14 @@ SELECT
 FROM generate_series(1, %(n)s) AS g
 """
 
-# i = clock ordinal (0 .. 3N-1); every DUE_EVERY-th clock is due at NOW. Due clock j = i / 100
-# crossed its yellow (phase 0), orange (phase 1) or due (phase 2) instant b minutes ago, so it
-# moves to yellow, orange or red. Each of the others turns yellow during minute r = 1 .. 99 after
-# NOW, r a hash of i: the ticks at NOW + 1 min, NOW + 2 min, ... (--ticks) each find another ~1 %
-# due, on other heap pages than the previous tick's (as in real life).
+# i = clock ordinal (0 .. 3N-1), j = i / 100. Clock i % 100 = 0 crosses an instant ("at") in
+# (NOW - 60 s, NOW]; clock i % 100 = 50 crossed one in (NOW - 120 s, NOW - 60 s] (the previous
+# tick moved it). Phase j % 3 says which instant "at" is: 0 yellow, 1 orange, 2 due; the other
+# two lie an hour or more away. Every other clock (phase 3) turns yellow during minute
+# r = 1 .. 99 after NOW, r a hash of i, so the ticks at NOW + 1 min, NOW + 2 min, ... (--ticks)
+# each find another ~1 % due, on other heap pages than the previous tick's (as in real life).
+# The bucket, next change and breach are those at EARLIER: prepare() runs the tick at
+# PREVIOUS before every measurement.
 CLOCK_SQL = f"""
 INSERT INTO {CLOCKS} (
     ticket_id, metric, cycle, policy_id, target_id, started_at, pauses, met_at, stopped_at,
@@ -166,40 +204,35 @@ INSERT INTO {CLOCKS} (
 )
 SELECT
     c.ticket_id, c.metric, 0, NULL, NULL, c.started_at, '[]'::jsonb, NULL, NULL,
-    'running', c.due_at, c.yellow_at, c.orange_at, NULL, 'green', c.yellow_at,
-    NULL, %(loaded)s
+    'running', c.due_at, c.yellow_at, c.orange_at, {at(BREACHED_AT, "earlier")},
+    {at(BUCKET_AT, "earlier")}, {at(NEXT_AT, "earlier")}, NULL, %(loaded)s
 FROM (
     SELECT
         t.id AS ticket_id,
         m.metric,
-        CASE WHEN x.due THEN x.yellow - interval '1 hour'
+        CASE WHEN x.phase < 3 THEN x.at - interval '3 hours'
              ELSE %(now)s - interval '1 minute' * (1 + x.i %% 1440) END AS started_at,
-        x.yellow AS yellow_at,
-        CASE WHEN x.due AND x.phase = 0 THEN %(now)s + interval '30 min'
-             WHEN x.due AND x.phase = 1 THEN %(now)s - x.b
-             WHEN x.due THEN %(now)s - interval '60 min' - x.b
-             ELSE x.yellow + interval '1 hour' END AS orange_at,
-        CASE WHEN x.due AND x.phase < 2 THEN %(now)s + interval '60 min'
-             WHEN x.due THEN %(now)s - x.b
-             ELSE x.yellow + interval '2 hours' END AS due_at,
-        x.i
+        x.at + interval '1 minute' * (ARRAY[0, -60, -120, 0])[1 + x.phase] AS yellow_at,
+        x.at + interval '1 minute' * (ARRAY[30, 0, -60, 60])[1 + x.phase] AS orange_at,
+        x.at + interval '1 minute' * (ARRAY[60, 60, 0, 120])[1 + x.phase] AS due_at
     FROM {TICKETS} AS t
     CROSS JOIN (VALUES (0, 'first_response'), (1, 'resolution_plan'), (2, 'resolution'))
         AS m (k, metric)
     CROSS JOIN LATERAL (
         SELECT
-            y.i, y.due, y.phase, y.b,
-            CASE WHEN y.due AND y.phase = 0 THEN %(now)s - y.b
-                 WHEN y.due AND y.phase = 1 THEN %(now)s - interval '60 min' - y.b
-                 WHEN y.due THEN %(now)s - interval '120 min' - y.b
+            y.i,
+            CASE WHEN y.i %% {DUE_EVERY} IN (0, {DUE_EVERY // 2}) THEN y.j %% 3 ELSE 3 END
+                AS phase,
+            CASE WHEN y.i %% {DUE_EVERY} = 0 THEN %(now)s - y.s
+                 WHEN y.i %% {DUE_EVERY} = {DUE_EVERY // 2}
+                     THEN %(now)s - interval '60 seconds' - y.s
                  ELSE %(now)s + interval '1 minute' * (1 + y.i * 2654435761 %% 4294967291 %% 99)
-                      - interval '1 second' * (y.i %% 60) END AS yellow
+                      - interval '1 second' * (y.i %% 60) END AS at
         FROM (
             SELECT
                 z.i,
-                z.i %% {DUE_EVERY} = 0 AS due,
-                (z.i / {DUE_EVERY}) %% 3 AS phase,
-                interval '1 minute' * (1 + (z.i / {DUE_EVERY}) %% 50) AS b
+                z.i / {DUE_EVERY} AS j,
+                interval '1 millisecond' * (z.i / {DUE_EVERY} * 7919 %% 60000) AS s
             FROM (SELECT {CLOCKS_PER_TICKET} * (t.id - 1) + m.k AS i) AS z
         ) AS y
     ) AS x
@@ -207,12 +240,13 @@ FROM (
 ) AS c
 """
 
-# Put the clocks a tick moved back to green with their original next_change_at (= yellow_at).
+# Back to the state at EARLIER: the clocks the ticks moved (or any other difference).
 RESET_SQL = f"""
 UPDATE {CLOCKS}
-SET bucket = 'green', next_change_at = yellow_at, breached_at = NULL, updated_at = %(loaded)s
+SET (bucket, next_change_at, breached_at, updated_at) = ({STATE_AT_EARLIER}, %(loaded)s)
 WHERE status = 'running'
-  AND (bucket <> 'green' OR next_change_at IS DISTINCT FROM yellow_at OR breached_at IS NOT NULL)
+  AND (bucket, next_change_at, breached_at, updated_at)
+      IS DISTINCT FROM ({STATE_AT_EARLIER}, %(loaded)s)
 """
 
 
@@ -228,7 +262,7 @@ def load(n: int) -> dict[str, float]:
     )
     partner = fetchall(f"SELECT id FROM {PARTNERS} WHERE name = 'Bench partner'")[0][0]
     timings["truncate"] = time.perf_counter() - t0
-    params = {"partner": partner, "now": NOW, "loaded": LOADED_AT, "n": n}
+    params = {"partner": partner, "now": NOW, "earlier": EARLIER, "loaded": LOADED_AT, "n": n}
     t0 = time.perf_counter()
     with transaction.atomic():
         execute(TICKET_SQL, params)
@@ -242,13 +276,35 @@ def load(n: int) -> dict[str, float]:
     return timings
 
 
+def changed(since: datetime, until: datetime) -> int:
+    """Running clocks whose bucket differs between the two instants (computed, not stored)."""
+    return int(
+        fetchall(
+            f"SELECT count(*) FROM {CLOCKS} WHERE status = 'running' "
+            f"AND {at(BUCKET_AT, 'since')} <> {at(BUCKET_AT, 'until')}",
+            {"since": since, "until": until},
+        )[0][0]
+    )
+
+
+def expected_counts(when: datetime) -> dict[str, int]:
+    return dict(
+        fetchall(
+            f"SELECT {at(BUCKET_AT, 'when')}, count(*) FROM {CLOCKS} GROUP BY 1 ORDER BY 1",
+            {"when": when},
+        )
+    )
+
+
+def bucket_counts() -> dict[str, int]:
+    return dict(fetchall(f"SELECT bucket, count(*) FROM {CLOCKS} GROUP BY bucket ORDER BY 1"))
+
+
 def check_load(n: int) -> int:
-    """Counts as loaded; returns the number of due clocks."""
+    """Counts as loaded; returns the number of clocks due at NOW."""
     ((tickets,),) = fetchall(f"SELECT count(*) FROM {TICKETS}")
-    ((clocks, running, due),) = fetchall(
-        f"SELECT count(*), count(*) FILTER (WHERE status = 'running'), "
-        f"count(*) FILTER (WHERE status = 'running' AND next_change_at <= %(now)s) FROM {CLOCKS}",
-        {"now": NOW},
+    ((clocks, running),) = fetchall(
+        f"SELECT count(*), count(*) FILTER (WHERE status = 'running') FROM {CLOCKS}"
     )
     bad = fetchall(
         f"SELECT count(*) FROM {CLOCKS} WHERE NOT (started_at < yellow_at AND "
@@ -258,28 +314,83 @@ def check_load(n: int) -> int:
     assert tickets == n, (tickets, n)
     assert clocks == running == CLOCKS_PER_TICKET * n, (clocks, running)
     assert bad == 0, f"{bad} clocks with unordered instants"
+    due = changed(PREVIOUS, NOW)
     assert due == -(-clocks // DUE_EVERY), (due, clocks)
+    moved_before = changed(EARLIER, PREVIOUS)
+    assert moved_before == clocks // DUE_EVERY + (clocks % DUE_EVERY > DUE_EVERY // 2)
     return due
 
 
-def bucket_counts() -> dict[str, int]:
-    return dict(fetchall(f"SELECT bucket, count(*) FROM {CLOCKS} GROUP BY bucket ORDER BY 1"))
+def check_ticks(instants: list[datetime], moved: list[int]) -> dict[str, int]:
+    """Verify a series of ticks at ``instants[1:]`` (watermark before: ``instants[0]``) that
+    moved ``moved`` clocks each; return the bucket counts at the last instant.
 
-
-def prepare() -> None:
-    """The same starting state for every measurement.
-
-    The due clocks go back to green; CLUSTER rewrites the table in id order (the load order),
-    so the due clocks are again scattered over the whole heap as after loading (an UPDATE
-    moves rows to wherever there is room, which would leave them packed together at the end
-    of the table and make later repetitions unrealistically cheap); VACUUM ANALYZE sets the
-    visibility map and statistics; CHECKPOINT makes every repetition pay the same full-page
-    writes (a real tick follows a checkpoint often: see the docs).
+    Runs once after the series, not between ticks: a scan between ticks would prune the
+    pages the last tick left dead row versions on, work the next tick does in production.
+    Checks that each tick moved exactly the clocks whose bucket changed since the tick
+    before, that each clock was last written by the last tick that changed it (its
+    ``updated_at``), and that every running clock now holds its bucket, next change and
+    breach at the last instant, all computed from the stored instants.
     """
-    execute(RESET_SQL, {"now": NOW, "loaded": LOADED_AT})
+    params: dict[str, Any] = {f"t{k}": t for k, t in enumerate(instants)}
+    params["loaded"] = LOADED_AT
+    changes = [
+        f"{at(BUCKET_AT, f't{k - 1}')} <> {at(BUCKET_AT, f't{k}')}" for k in range(1, len(instants))
+    ]
+    last_write = " ".join(
+        f"WHEN {change} THEN %(t{k})s::timestamptz"
+        for k, change in reversed(list(enumerate(changes, start=1)))
+    )
+    state = ", ".join(at(e, f"t{len(instants) - 1}") for e in (BUCKET_AT, NEXT_AT, BREACHED_AT))
+    counts = ", ".join(f"count(*) FILTER (WHERE {change})" for change in changes)
+    row = fetchall(
+        f"""SELECT {counts},
+                   count(*) FILTER (WHERE updated_at IS DISTINCT FROM
+                                    CASE {last_write} ELSE %(loaded)s::timestamptz END),
+                   count(*) FILTER (WHERE (bucket, next_change_at, breached_at)
+                                    IS DISTINCT FROM ({state}))
+            FROM {CLOCKS} WHERE status = 'running'""",
+        params,
+    )[0]
+    expected, wrong_writes, wrong_state = list(row[:-2]), row[-2], row[-1]
+    assert moved == expected, f"ticks at {instants[1:]} moved {moved}, expected {expected}"
+    assert wrong_writes == 0, f"{wrong_writes} clocks written by the wrong tick"
+    assert wrong_state == 0, f"{wrong_state} clocks not in their state at {instants[-1]}"
+    counts_now = bucket_counts()
+    assert counts_now == expected_counts(instants[-1]), counts_now
+    return counts_now
+
+
+def set_watermark(when: datetime) -> None:
+    TickWatermark.objects.update_or_create(pk=1, defaults={"evaluated_until": when})
+
+
+def prepare(*, vacuum_previous: bool = False) -> int:
+    """The same starting state for every measurement: the steady state after the tick at
+    PREVIOUS.
+
+    The clocks the ticks moved go back to their state at EARLIER and the watermark to
+    EARLIER. CLUSTER rewrites the table in id order (the load order, with the fillfactor's
+    free space on every page), so the due clocks are again scattered over the whole heap as
+    after loading: an update may move rows to other pages, which would make later
+    repetitions unrealistically cheap. VACUUM ANALYZE sets the visibility map and
+    statistics. Then the previous tick runs for real (untimed; ``check_ticks`` verifies it
+    with the measured ticks), so the clocks it
+    moved leave dead row versions on their pages, which the measured tick reads again
+    (lookback) and prunes, as in production. CHECKPOINT makes every repetition pay the same
+    full-page writes (with default settings a tick often follows a checkpoint: see the
+    docs). ``vacuum_previous`` vacuums the previous tick's dead versions away first.
+    Returns how many clocks the previous tick moved (see ``check_ticks``).
+    """
+    execute(RESET_SQL, {"earlier": EARLIER, "loaded": LOADED_AT})
+    set_watermark(EARLIER)
     execute(f"CLUSTER {CLOCKS} USING {CLOCKS}_pkey")
-    vacuum(CLOCKS)
+    vacuum(CLOCKS, WATERMARK)
+    moved = reevaluate_due_clocks(now=PREVIOUS)  # checked with the measured ticks
+    if vacuum_previous:
+        vacuum(CLOCKS)
     execute("CHECKPOINT")
+    return moved
 
 
 def wal_lsn() -> str:
@@ -287,20 +398,67 @@ def wal_lsn() -> str:
 
 
 def wal_mb(since: str) -> float:
+    """WAL written since ``since`` by the whole server: other sessions can only add to it."""
     ((diff,),) = fetchall("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %(lsn)s)", {"lsn": since})
     return float(diff) / (1024 * 1024)
+
+
+def update_counters() -> tuple[int, int]:
+    """(n_tup_upd, n_tup_hot_upd) of the clocks table, this session's updates included.
+
+    A backend publishes its statistics when it goes idle, at most once a second
+    (PGSTAT_MIN_INTERVAL); pg_stat_force_next_flush() (PostgreSQL 15+) lifts that limit for
+    the next flush, which happens once the SELECT's transaction has ended, before the next
+    statement (a new transaction, so a fresh stats snapshot) reads the counters.
+    """
+    execute("SELECT pg_stat_force_next_flush()")
+    ((upd, hot),) = fetchall(
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relid = %(t)s::regclass",
+        {"t": CLOCKS},
+    )
+    return int(upd), int(hot)
 
 
 # --- measure -------------------------------------------------------------------------------
 
 
-# CPU time of the last timed_tick: [PostgreSQL backend, this Python process], in ms. Other
-# processes on the machine inflate wall time but hardly CPU time, so these are steadier.
-LAST_CPU_MS = [math.nan, math.nan]
+class Tick:
+    """One timed tick: result, wall and CPU time, queries, WAL and HOT updates."""
+
+    def __init__(self, when: datetime, func: Callable[..., int] = reevaluate_due_clocks):
+        connection.ensure_connection()
+        upd0, hot0 = update_counters()
+        lsn = wal_lsn()
+        server, client = backend_cpu_ms(), time.process_time()
+        with CaptureQueriesContext(connection) as ctx:
+            t0 = time.perf_counter()
+            self.moved = func(now=when)
+            self.ms = (time.perf_counter() - t0) * 1000
+        self.server_ms = backend_cpu_ms() - server
+        self.python_ms = (time.process_time() - client) * 1000
+        self.queries = list(ctx.captured_queries)
+        self.wal_mb = wal_mb(lsn)
+        upd1, hot1 = update_counters()
+        self.updates, self.hot = upd1 - upd0, hot1 - hot0
+
+    @property
+    def hot_pct(self) -> float:
+        return 100 * self.hot / self.updates if self.updates else math.nan
+
+    def text(self) -> str:
+        return (
+            f"moved {self.moved} in {self.ms:.1f} ms, {len(self.queries)} queries "
+            f"({query_ms(self.queries)} ms), CPU {self.server_ms:.0f} ms server + "
+            f"{self.python_ms:.0f} ms Python, WAL {self.wal_mb:.1f} MB, "
+            f"HOT {self.hot}/{self.updates}"
+        )
 
 
 def backend_cpu_ms() -> float:
-    """CPU time (user + system) of this connection's PostgreSQL backend, from /proc."""
+    """CPU time (user + system) of this connection's PostgreSQL backend, from /proc.
+
+    Other processes on the machine inflate wall time but hardly CPU time: steadier.
+    """
     try:
         pid = connection.connection.info.backend_pid
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -309,87 +467,71 @@ def backend_cpu_ms() -> float:
         return math.nan
 
 
-def timed_tick(func: Callable[[], int]) -> tuple[int, float, list[dict[str, Any]]]:
-    connection.ensure_connection()
-    server, client = backend_cpu_ms(), time.process_time()
-    with CaptureQueriesContext(connection) as ctx:
-        t0 = time.perf_counter()
-        moved = func()
-        elapsed = time.perf_counter() - t0
-    LAST_CPU_MS[:] = [backend_cpu_ms() - server, (time.process_time() - client) * 1000]
-    return moved, elapsed, list(ctx.captured_queries)
-
-
-def cpu_text() -> str:
-    return f"CPU {LAST_CPU_MS[0]:.0f} ms server + {LAST_CPU_MS[1]:.0f} ms Python"
-
-
-def tick() -> int:
-    return reevaluate_due_clocks(now=NOW)
-
-
 def query_ms(queries: list[dict[str, Any]]) -> str:
     return "+".join(f"{float(q['time']) * 1000:.0f}" for q in queries)
 
 
+def clock_update(queries: list[dict[str, Any]]) -> str:
+    return next((q["sql"] for q in queries if q["sql"].startswith(f'UPDATE "{CLOCKS}"')), "")
+
+
 def measure(n: int, reps: int, due: int) -> dict[str, Any]:
-    runs = []
-    select_sql = ""
-    update_sql = ""
-    after: dict[str, int] = {}
+    runs: list[tuple[Tick, Tick, Tick]] = []
+    minute = NOW + timedelta(minutes=1)
     for rep in range(reps):
-        prepare()
-        assert bucket_counts() == {"green": CLOCKS_PER_TICKET * n}
-        lsn = wal_lsn()
-        moved, elapsed, queries = timed_tick(tick)
-        cpu = LAST_CPU_MS[:]
-        wal = wal_mb(lsn)
-        after = bucket_counts()
-        moved2, elapsed2, queries2 = timed_tick(tick)
-        vacuum(CLOCKS)
-        moved3, elapsed3, _ = timed_tick(tick)
-        assert moved == due, (moved, due)
-        assert moved2 == moved3 == 0, (moved2, moved3)
-        assert bucket_counts() == after
-        select_sql = queries[0]["sql"]
-        update_sql = next((q["sql"] for q in queries if q["sql"].startswith("UPDATE")), "")
+        previous = prepare()
+        first = Tick(NOW)
+        assert first.moved == due, (first.moved, due)
+        assert first.updates == due, f"pg_stat_user_tables counted {first.updates} updates"
+        again = Tick(NOW)
+        assert again.moved == again.updates == 0, again.text()
+        later = Tick(minute)
+        counts = check_ticks([EARLIER, PREVIOUS, NOW, minute], [previous, first.moved, later.moved])
         print(
-            f"  rep {rep + 1}: moved {moved} in {elapsed * 1000:.1f} ms, {len(queries)} queries "
-            f"({query_ms(queries)} ms), CPU {cpu[0]:.0f} ms server + {cpu[1]:.0f} ms Python, "
-            f"WAL {wal:.1f} MB; again: moved {moved2} in "
-            f"{elapsed2 * 1000:.1f} ms, {len(queries2)} queries; "
-            f"after VACUUM {elapsed3 * 1000:.1f} ms",
+            f"  rep {rep + 1}: {first.text()}\n"
+            f"         again: moved {again.moved} in {again.ms:.1f} ms, "
+            f"{len(again.queries)} queries; a minute later: {later.text()}",
             flush=True,
         )
-        runs.append((elapsed, len(queries), elapsed2, len(queries2), wal, elapsed3, *cpu))
-    print(f"  buckets after the tick: {after}")
+        runs.append((first, again, later))
+    print(f"  buckets at {PREVIOUS:%H:%M:%S}: {expected_counts(PREVIOUS)}")
+    print(f"  buckets at {NOW:%H:%M:%S}: {expected_counts(NOW)}")
+    print(f"  buckets after the tick at {minute:%H:%M:%S} (checked): {counts}")
+    firsts = [r[0] for r in runs]
+
+    def median(values: Any) -> float:
+        return float(statistics.median(values))
+
     return {
         "size": n,
         "clocks": CLOCKS_PER_TICKET * n,
         "due": due,
-        "moved": moved,
-        "ms": statistics.median(r[0] for r in runs) * 1000,
-        "all_ms": [r[0] * 1000 for r in runs],
-        "queries": runs[-1][1],
-        "second_ms": statistics.median(r[2] for r in runs) * 1000,
-        "second_queries": runs[-1][3],
-        "vacuumed_ms": statistics.median(r[5] for r in runs) * 1000,
-        "wal_mb": statistics.median(r[4] for r in runs),
-        "server_cpu_ms": statistics.median(r[6] for r in runs),
-        "client_cpu_ms": statistics.median(r[7] for r in runs),
-        "select_sql": select_sql,
-        "update_sql": update_sql,
+        "moved": firsts[-1].moved,
+        "ms": median(t.ms for t in firsts),
+        "all_ms": [t.ms for t in firsts],
+        "queries": len(firsts[-1].queries),
+        "server_cpu_ms": median(t.server_ms for t in firsts),
+        "client_cpu_ms": median(t.python_ms for t in firsts),
+        "wal_mb": min(t.wal_mb for t in firsts),  # others' WAL can only add to it
+        "hot_pct": median(t.hot_pct for t in firsts),
+        "again_ms": median(r[1].ms for r in runs),
+        "again_queries": len(runs[-1][1].queries),
+        "later_moved": runs[-1][2].moved,
+        "later_ms": median(r[2].ms for r in runs),
+        "later_queries": len(runs[-1][2].queries),
+        "later_hot_pct": median(r[2].hot_pct for r in runs),
+        "update_sql": clock_update(firsts[-1].queries),
+        "queries_sql": [q["sql"] for q in firsts[-1].queries],
     }
 
 
-def explain(sql: str, options: str, *, rollback: bool = False) -> None:
-    """Print EXPLAIN (options) of sql; with rollback, in a transaction that is rolled back."""
+def explain(sql: str, options: str) -> None:
+    """Print EXPLAIN (options) of sql in a transaction that is rolled back."""
     if not sql:
         return
     with transaction.atomic():
         lines = fetchall(f"EXPLAIN ({options}) {sql}")
-        if rollback:
-            transaction.set_rollback(True)
+        transaction.set_rollback(True)
     for (line,) in lines:
         print(f"    {shorten(line, 200)}")
 
@@ -398,183 +540,89 @@ def shorten(sql: str, limit: int = 400) -> str:
     return sql if len(sql) <= limit else f"{sql[:limit]} ... [{len(sql):,} chars]"
 
 
-# --- alternatives (raw SQL, for the findings; the product code is not changed) --------------
-
-# The tick's SET clause, as policies.actions builds it.
-SET_BUCKET = """
-    bucket = CASE WHEN due_at <= %(now)s OR breached_at <= %(now)s THEN 'red'
-                  WHEN orange_at <= %(now)s THEN 'orange'
-                  WHEN yellow_at <= %(now)s THEN 'yellow' ELSE 'green' END"""
-SET_NEXT_CHANGE = """
-    next_change_at = CASE WHEN due_at <= %(now)s OR breached_at <= %(now)s THEN NULL
-                          WHEN orange_at <= %(now)s THEN due_at
-                          WHEN yellow_at <= %(now)s THEN orange_at ELSE yellow_at END"""
-SET_REST = """
-    breached_at = CASE WHEN breached_at IS NOT NULL THEN breached_at
-                       WHEN due_at <= %(now)s THEN due_at ELSE NULL END,
-    updated_at = %(now)s"""
-CASES = f"{SET_BUCKET},{SET_NEXT_CHANGE},{SET_REST}"
+# --- alternatives: the same tick under other session settings ------------------------------
 
 
 def checkpoints() -> int:
     return int(fetchall("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")[0][0])
 
 
-def sustained(
-    ticks: int, due: int, func: Callable[..., int] = reevaluate_due_clocks
-) -> list[tuple[int, float, int, float]]:
-    """Ticks at NOW, NOW + 1 min, ...: each moves another 1 %, with nothing reset in between.
+def sustained(ticks: int) -> list[Tick]:
+    """Ticks at NOW, NOW + 1 min, ...: each moves another ~1 %, with nothing reset in between.
 
-    Closer to production than the repetitions: no CHECKPOINT or VACUUM is forced, so the
-    dead index entries of earlier ticks accumulate and checkpoints come when the WAL volume
-    or checkpoint_timeout calls for them (the ticks run back to back, not a minute apart).
+    Closer to production than the repetitions: no CHECKPOINT or VACUUM is forced, so dead
+    row versions accumulate (HOT pruning has to make room on the pages) and checkpoints come
+    when the WAL volume or checkpoint_timeout calls for them (the ticks run back to back,
+    not a minute apart). Checked after the last tick.
     """
-    prepare()
+    previous = prepare()
     rows = []
+    instants = [EARLIER, PREVIOUS]
     for k in range(ticks):
-        at = NOW + timedelta(minutes=k)
-        before, lsn = checkpoints(), wal_lsn()
-        moved, elapsed, queries = timed_tick(partial(func, now=at))
-        wal, ckpt = wal_mb(lsn), checkpoints() - before
-        # Exactly `due` at NOW; about as many (hashed minutes) at each later minute.
-        assert moved == due if k == 0 else abs(moved - due) < due / 10, (k, moved, due)
-        rows.append((k, elapsed * 1000, len(queries), wal))
+        when = NOW + timedelta(minutes=k)
+        before = checkpoints()
+        result = Tick(when)
+        ckpt = checkpoints() - before
+        rows.append(result)
+        instants.append(when)
         print(
-            f"  tick at NOW + {k} min: moved {moved} in {elapsed * 1000:.0f} ms "
-            f"({query_ms(queries)} ms), {cpu_text()}, WAL {wal:.0f} MB, "
-            f"checkpoints during it: {ckpt}",
+            f"  tick at NOW + {k} min: {result.text()}, checkpoints during it: {ckpt}",
             flush=True,
         )
+    check_ticks(instants, [previous, *(t.moved for t in rows)])
     return rows
 
 
-def probe_update(*, now: datetime = NOW, batch_size: int = 50_000) -> int:
-    """Batched by time instead of by an id list: no ids travel, the heap is visited once.
-
-    An index-only probe on the partial index finds the ``next_change_at`` of the batch-th due
-    clock (none: fewer due than a batch, the usual case); one UPDATE then moves every running
-    clock due up to that instant (ties included). Each clock lands in its bucket at ``now``
-    with a ``next_change_at`` after ``now``, so the loop ends. 2 queries in the usual case.
-    """
-    moved = 0
-    while True:
-        rows = fetchall(
-            f"SELECT next_change_at FROM {CLOCKS} WHERE status = 'running' "
-            "AND next_change_at <= %(now)s ORDER BY next_change_at OFFSET %(skip)s LIMIT 1",
-            {"now": now, "skip": batch_size - 1},
-        )
-        upto = rows[0][0] if rows else now
-        moved += execute(
-            f"UPDATE {CLOCKS} SET {CASES} WHERE status = 'running' AND next_change_at <= %(upto)s",
-            {"now": now, "upto": upto},
-        )
-        if not rows:
-            return moved
-
-
-def ticket_only_index() -> tuple[str, str] | None:
-    """The FK index on ticket_id alone (the unique (ticket_id, metric, cycle) index covers it)."""
-    rows = fetchall(
-        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %(t)s "
-        "AND indexdef LIKE '%%(ticket_id)'",
-        {"t": CLOCKS},
-    )
-    return (str(rows[0][0]), str(rows[0][1])) if rows else None
-
-
-def hot_bound_update() -> int:
-    """A lower bound, not a tick: the same rows, but only columns no index covers change.
-
-    Run with fillfactor 90 and without the (status, bucket) index (see ``alternatives``), so
-    PostgreSQL can make every update heap-only (HOT): no index entry is written. A real tick
-    could only do this if it found its due clocks without an index on a column it rewrites.
-    """
-    return execute(
-        f"UPDATE {CLOCKS} SET {SET_BUCKET},{SET_REST} "
-        "WHERE status = 'running' AND next_change_at <= %(now)s",
-        {"now": NOW},
-    )
-
-
-def schema_change(kind: str) -> list[str]:
-    """Apply a bench-only schema change; return the SQL that undoes it."""
-    undo = []
-    if kind in ("drop-ticket-index", "hot"):
-        dropped = ticket_only_index() if kind == "drop-ticket-index" else None
-        if kind == "hot":
-            rows = fetchall(
-                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %(t)s "
-                "AND indexname = 'clock_status_bucket'",
-                {"t": CLOCKS},
-            )
-            dropped = (str(rows[0][0]), str(rows[0][1])) if rows else None
-            execute(f"ALTER TABLE {CLOCKS} SET (fillfactor = 90)")
-            undo.append(f"ALTER TABLE {CLOCKS} RESET (fillfactor)")
-        if dropped is not None:
-            execute(f'DROP INDEX "{dropped[0]}"')
-            undo.append(dropped[1])
-    return undo
-
-
 def alternatives(due: int, reps: int) -> list[tuple[str, float, int, float, float]]:
-    """Time other formulations / settings of the same tick, each from ``prepare()``."""
+    """Time the same tick, from ``prepare()``, under other settings or arguments."""
     try:
         with transaction.atomic():
             execute("SET LOCAL wal_compression = lz4")
-        lz4 = "SET wal_compression = lz4"
+        lz4 = "wal_compression = lz4"
     except Exception:  # a server built without lz4
         lz4 = ""
-    # (label, function, SET run before the timing, bench-only schema change)
-    variants: list[tuple[str, Callable[[], int], str, str]] = [
-        ("product: SELECT ids + UPDATE ... id IN (ids)", tick, "", ""),
-        ("probe + one UPDATE by next_change_at", probe_update, "", ""),
+    tick = reevaluate_due_clocks
+    # (label, session setting, tick function, previous tick's dead versions vacuumed)
+    variants: list[tuple[str, str, Callable[..., int], bool]] = [
+        ("product tick, default settings", "", tick, False),
+        ("previous tick's dead versions vacuumed first", "", tick, True),
+        ("no lookback (window (watermark, now])", "", partial(tick, lookback=timedelta(0)), False),
+        ("jit = off", "jit = off", tick, False),
+        ("work_mem = 64MB", "work_mem = '64MB'", tick, False),
     ]
     if lz4:
-        variants += [
-            ("product, wal_compression = lz4", tick, lz4, ""),
-            ("probe + UPDATE, wal_compression = lz4", probe_update, lz4, ""),
-        ]
-    variants += [
-        ("probe + UPDATE, no ticket_id-only index", probe_update, "", "drop-ticket-index"),
-        ("bound: HOT update (fillfactor 90, no bucket index)", hot_bound_update, "", "hot"),
-    ]
+        variants.append((lz4, lz4, tick, False))
     rows = []
-    for name, func, setting, schema in variants:
-        undo = schema_change(schema)
-        try:
-            times, wals, cpus = [], [], []
-            for _ in range(reps):
-                prepare()
-                if setting:
-                    execute(setting)
-                lsn = wal_lsn()
-                moved, elapsed, queries = timed_tick(func)
-                cpus.append(LAST_CPU_MS[0])
-                wals.append(wal_mb(lsn))
+    for name, setting, func, vacuum_previous in variants:
+        ticks = []
+        for _ in range(reps):
+            previous = prepare(vacuum_previous=vacuum_previous)
+            if setting:
+                execute(f"SET {setting}")
+            try:
+                result = Tick(NOW, func)
+            finally:
                 if setting:
                     execute("RESET ALL")
-                assert moved == due, (name, moved, due)
-                times.append(elapsed * 1000)
-            rows.append(
-                (
-                    name,
-                    statistics.median(times),
-                    len(queries),
-                    statistics.median(wals),
-                    statistics.median(cpus),
-                )
+            assert result.moved == due, (name, result.moved, due)
+            check_ticks([EARLIER, PREVIOUS, NOW], [previous, result.moved])
+            ticks.append(result)
+        rows.append(
+            (
+                name,
+                statistics.median(t.ms for t in ticks),
+                len(ticks[-1].queries),
+                statistics.median(t.server_ms for t in ticks),
+                min(t.wal_mb for t in ticks),
             )
-            print(
-                f"  {name}: median {rows[-1][1]:.0f} ms ("
-                + ", ".join(f"{t:.0f}" for t in times)
-                + f"), {len(queries)} queries, server CPU {rows[-1][4]:.0f} ms, "
-                f"WAL {rows[-1][3]:.0f} MB",
-                flush=True,
-            )
-        finally:
-            for sql in undo:
-                execute(sql)
-    prepare()  # the table packed again (fillfactor back to 100), for what follows
+        )
+        print(
+            f"  {name}: median {rows[-1][1]:.0f} ms ("
+            + ", ".join(f"{t.ms:.0f}" for t in ticks)
+            + f"), {rows[-1][2]} queries, server CPU {rows[-1][3]:.0f} ms, "
+            f"WAL {rows[-1][4]:.0f} MB",
+            flush=True,
+        )
     return rows
 
 
@@ -603,17 +651,16 @@ def main() -> None:
         "--ticks",
         type=int,
         default=0,
-        help="at the largest size, also run this many consecutive ticks a minute apart (max 29), "
-        "with the product's tick and with the probe + UPDATE alternative",
+        help="at the largest size, also run this many consecutive ticks a minute apart (max 29)",
     )
     parser.add_argument(
         "--alternatives",
         action="store_true",
-        help="at the largest size, also time other formulations and settings (slow)",
+        help="at the largest size, also time the tick under other settings (slow)",
     )
     args = parser.parse_args()
     if not 0 <= args.ticks <= 29:
-        parser.error("--ticks must be 0..29 (at NOW + 30 min the first yellow clocks turn orange)")
+        parser.error("--ticks must be 0..29 (at NOW + 29 min yellow clocks start turning orange)")
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
     db = settings.DATABASES["default"]
     print(f"database {db['NAME']} on {db['HOST']}:{db['PORT']}, now = {NOW.isoformat()}")
@@ -625,13 +672,31 @@ def main() -> None:
         "server: "
         + ", ".join(
             f"{name}={fetchall(f'SHOW {name}')[0][0]}"
-            for name in ("shared_buffers", "max_wal_size", "wal_compression", "jit")
+            for name in (
+                "shared_buffers",
+                "work_mem",
+                "max_wal_size",
+                "wal_compression",
+                "jit",
+                "autovacuum",
+            )
         )
     )
+    ((fillfactor,),) = fetchall(
+        "SELECT coalesce(array_to_string(reloptions, ','), '') FROM pg_class "
+        "WHERE oid = %(t)s::regclass",
+        {"t": CLOCKS},
+    )
+    indexes = ", ".join(
+        r[0]
+        for r in fetchall(
+            "SELECT indexname FROM pg_indexes WHERE tablename = %(t)s ORDER BY 1", {"t": CLOCKS}
+        )
+    )
+    print(f"{CLOCKS}: {fillfactor or 'default options'}; indexes: {indexes}")
     results = []
     alt_rows: list[tuple[str, float, int, float, float]] = []
-    tick_rows: list[tuple[int, float, int, float]] = []
-    probe_rows: list[tuple[int, float, int, float]] = []
+    tick_rows: list[Tick] = []
     try:
         for n in sizes:
             print(
@@ -651,22 +716,18 @@ def main() -> None:
             results.append(result)
             if n != max(sizes):
                 continue
-            prepare()
-            print(f"\n  EXPLAIN (ANALYZE, BUFFERS) of the tick's SELECT at {n:,} tickets:")
-            print(f"    -- {shorten(result['select_sql'])}")
-            explain(result["select_sql"], "ANALYZE, BUFFERS")
+            print(f"\n  The tick's queries at {n:,} tickets:")
+            for sql in result["queries_sql"]:
+                print(f"    -- {shorten(sql, 2000)}")
             prepare()
             print("\n  EXPLAIN (ANALYZE, BUFFERS, WAL) of the tick's UPDATE (rolled back):")
-            print(f"    -- {shorten(result['update_sql'])}")
-            explain(result["update_sql"], "ANALYZE, BUFFERS, WAL", rollback=True)
+            explain(result["update_sql"], "ANALYZE, BUFFERS, WAL")
             if args.alternatives:
                 print(f"\n  Alternatives at {n:,} tickets (median of {args.reps}):")
                 alt_rows = alternatives(due, args.reps)
             if args.ticks:
                 print(f"\n  {args.ticks} consecutive ticks at {n:,} tickets:")
-                tick_rows = sustained(args.ticks, due)
-                print(f"\n  The same {args.ticks} ticks with probe + UPDATE (see alternatives):")
-                probe_rows = sustained(args.ticks, due, probe_update)
+                tick_rows = sustained(args.ticks)
     finally:
         if not args.keep:
             drop_database()
@@ -677,8 +738,8 @@ def main() -> None:
         f"at the end: {contention()})"
     )
     header = ["tickets", "clocks", "due", "moved", "median ms", "runs ms", "queries"]
-    header += ["server CPU ms", "Python CPU ms", "WAL MB"]
-    header += ["2nd run ms", "2nd queries", "2nd after VACUUM ms"]
+    header += ["server CPU ms", "Python CPU ms", "WAL MB", "HOT %"]
+    header += ["again ms", "again queries", "+1 min moved", "+1 min ms", "+1 min HOT %"]
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---:" for _ in header) + "|")
     for r in results:
@@ -686,23 +747,25 @@ def main() -> None:
         print(
             f"| {r['size']:,} | {r['clocks']:,} | {r['due']:,} | {r['moved']:,} | {r['ms']:.1f} "
             f"| {runs} | {r['queries']} | {r['server_cpu_ms']:.0f} | {r['client_cpu_ms']:.0f} "
-            f"| {r['wal_mb']:.1f} | {r['second_ms']:.1f} "
-            f"| {r['second_queries']} | {r['vacuumed_ms']:.1f} |"
+            f"| {r['wal_mb']:.1f} | {r['hot_pct']:.0f} | {r['again_ms']:.1f} "
+            f"| {r['again_queries']} | {r['later_moved']:,} | {r['later_ms']:.1f} "
+            f"| {r['later_hot_pct']:.0f} |"
         )
     if alt_rows:
         print(
-            "\n| formulation | median ms | queries | server CPU ms | WAL MB |"
+            "\n| variant | median ms | queries | server CPU ms | WAL MB |"
             "\n|---|---:|---:|---:|---:|"
         )
-        for name, ms, q, wal, cpu in alt_rows:
+        for name, ms, q, cpu, wal in alt_rows:
             print(f"| {name} | {ms:.0f} | {q} | {cpu:.0f} | {wal:.0f} |")
-    for label, series in (("product", tick_rows), ("probe + UPDATE", probe_rows)):
-        if series:
-            print(
-                f"\n{len(series)} consecutive ticks at {results[-1]['size']:,} tickets, {label}: "
-                + " / ".join(f"{ms:.0f}" for _, ms, _, _ in series)
-                + f" ms (median {statistics.median(ms for _, ms, _, _ in series):.0f} ms)"
-            )
+    if tick_rows:
+        print(
+            f"\n{len(tick_rows)} consecutive ticks at {results[-1]['size']:,} tickets: "
+            + " / ".join(f"{t.ms:.0f}" for t in tick_rows)
+            + f" ms (median {statistics.median(t.ms for t in tick_rows):.0f} ms), HOT "
+            + " / ".join(f"{t.hot_pct:.0f}" for t in tick_rows)
+            + " %"
+        )
     if results and results[-1]["size"] >= 1_000_000:
         last = results[-1]
         verdict = "under" if last["ms"] < 1000 else "OVER"
