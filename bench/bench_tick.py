@@ -5,7 +5,7 @@ dropped at the end unless ``--keep``; results and findings: docs/bench-tick.md):
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/slaboard_bench \\
         .venv/bin/python bench/bench_tick.py [--sizes 10000,100000,1000000] [--reps 3]
-        [--keep] [--alternatives] [--ticks 10]
+        [--keep] [--alternatives] [--ticks 10] [--rules 3]
 
 Workload, for each size N: N open tickets with 3 running clocks each (first response,
 resolution plan, resolution), in the steady state the tick sees every minute. The previous
@@ -36,6 +36,17 @@ share of heap-only (HOT) updates. For the largest size the script also prints th
 queries and ``EXPLAIN (ANALYZE, BUFFERS, WAL)`` of its UPDATE in a rolled-back transaction;
 ``--alternatives`` times the same tick under other session settings or arguments;
 ``--ticks K`` runs K consecutive ticks a minute apart with nothing reset in between.
+
+``--rules N`` (0 to 6) first creates the first N of ``BENCH_RULES``, active notification rules
+shaped like the demo's escalation chain (orange → the partner's contacts, red → email and a
+webhook, red for 30 min → a manager; some filtered by priority or partner, some not), so the
+measured tick also runs ``policies.notifications.on_tick``. The tickets are spread over four
+partners for the partner filters. Each repetition starts with an empty outbox (the previous
+tick then writes its own rows, as in production) and checks, per rule and channel, that the
+ticks inserted exactly the rows the rules call for (computed from the stored instants, with
+the right event and due instants), that the repeated tick inserts none, and that ``on_tick``
+run again over the whole window inserts none either. ``enqueue_delivery`` (a Celery publish on
+commit) is replaced by a no-op: the bench must not send tasks to a shared broker.
 """
 
 from __future__ import annotations
@@ -67,9 +78,18 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
+from policies import notifications  # noqa: E402
 from policies.actions import reevaluate_due_clocks  # noqa: E402
-from policies.models import SLAClock, TickWatermark  # noqa: E402
-from tickets.models import Partner, Ticket, TicketEvent  # noqa: E402
+from policies.models import (  # noqa: E402
+    Acknowledgement,
+    Notification,
+    NotificationRule,
+    PayloadFormat,
+    SLAClock,
+    TickWatermark,
+    Trigger,
+)
+from tickets.models import Partner, Ticket, TicketEvent, User  # noqa: E402
 
 # The bench instant, the previous tick's (the watermark every repetition starts from) and
 # the one before (the state prepare() resets to before it runs the previous tick).
@@ -85,6 +105,70 @@ EVENTS = TicketEvent._meta.db_table
 CLOCKS = SLAClock._meta.db_table
 PARTNERS = Partner._meta.db_table
 WATERMARK = TickWatermark._meta.db_table
+NOTIFICATIONS = Notification._meta.db_table
+ACKS = Acknowledgement._meta.db_table
+BENCH_PARTNERS = 4  # ticket g belongs to partner 1 + (g / 16) % 4
+
+
+# --- notification rules (--rules N: the first N) ------------------------------------------
+
+# Shaped like the demo's escalation chain (tickets/demo.py) and the examples in
+# docs/notifications.md. "partners" are indexes into the bench partners (1-based); "channels"
+# is what the rule sends on, checked against policies.notifications.channels().
+BENCH_RULES: list[dict[str, Any]] = [
+    {
+        "name": "Bench 1: critical and high at orange, the partner's contacts and assignee",
+        "trigger": Trigger.ORANGE,
+        "priorities": ["critical", "high"],
+        "notify_partner_contacts": True,
+        "notify_assignee": True,
+        "channels": ["email"],
+    },
+    {
+        "name": "Bench 2: every breach to the service desk and Slack",
+        "trigger": Trigger.RED,
+        "emails": "service-desk@example.com",
+        "webhook_url": "https://hooks.example.com/services/bench",
+        "webhook_format": PayloadFormat.TEXT,
+        "channels": ["email", "webhook"],
+    },
+    {
+        "name": "Bench 3: critical, the manager 30 min after a breach nobody acknowledged",
+        "trigger": Trigger.OVERDUE,
+        "overdue_minutes": 30,
+        "repeat_minutes": 30,
+        "priorities": ["critical"],
+        "notify_users": True,
+        "channels": ["email"],
+    },
+    {
+        "name": "Bench 4: partner 1's warnings to its webhook",
+        "trigger": Trigger.YELLOW,
+        "partners": [1],
+        "webhook_url": "https://partner-1.example.com/slaboard",
+        "channels": ["webhook"],
+    },
+    {
+        "name": "Bench 5: partner 2, critical and high breaches to its contacts",
+        "trigger": Trigger.RED,
+        "partners": [2],
+        "priorities": ["critical", "high"],
+        "notify_partner_contacts": True,
+        "channels": ["email"],
+    },
+    {
+        "name": "Bench 6: every orange to on-call",
+        "trigger": Trigger.ORANGE,
+        "emails": "oncall@example.com",
+        "channels": ["email"],
+    },
+]
+RULE_INSTANTS = {
+    Trigger.YELLOW: "yellow_at",
+    Trigger.ORANGE: "orange_at",
+    Trigger.RED: "due_at",
+    Trigger.OVERDUE: "due_at",
+}
 
 
 # --- database setup ------------------------------------------------------------------------
@@ -177,7 +261,7 @@ SELECT
     (ARRAY['incident', 'service_request', 'lead', 'inquiry'])[1 + g %% 4],
     (ARRAY['critical', 'high', 'medium', 'low'])[1 + (g / 4) %% 4],
     (ARRAY['new', 'open'])[1 + g %% 2],
-    %(partner)s, NULL, NULL, '',
+    (%(partners)s::bigint[])[1 + (g / 16) %% {BENCH_PARTNERS}], NULL, NULL, '',
     'Bench ticket ' || g,
     'bench',
     'T' || g,
@@ -250,19 +334,49 @@ WHERE status = 'running'
 """
 
 
-def load(n: int) -> dict[str, float]:
+def bench_partners() -> list[int]:
+    """The ids of the bench partners (created if missing), in order."""
+    ids = []
+    for k in range(1, BENCH_PARTNERS + 1):
+        partner, _ = Partner.objects.get_or_create(
+            name=f"Bench partner {k}",
+            defaults={"contact_emails": f"ops@partner-{k}.example.com, lead@example.com"},
+        )
+        ids.append(partner.pk)
+    return ids
+
+
+def create_rules(count: int, partners: list[int]) -> list[NotificationRule]:
+    """Replace every notification rule by the first ``count`` of BENCH_RULES (active)."""
+    execute(f"TRUNCATE {NOTIFICATIONS}")
+    NotificationRule.objects.all().delete()
+    manager, _ = User.objects.get_or_create(
+        username="bench-manager", defaults={"email": "manager@example.com"}
+    )
+    rules = []
+    for spec in BENCH_RULES[:count]:
+        fields = {k: v for k, v in spec.items() if k not in ("partners", "notify_users")}
+        del fields["channels"]
+        rule = NotificationRule(**fields)
+        rule.full_clean()
+        rule.save()
+        rule.partners.set([partners[k - 1] for k in spec.get("partners", [])])
+        if spec.get("notify_users"):
+            rule.notify_users.set([manager])
+        rules.append(rule)
+    active = notifications.active_rules()
+    assert [r.pk for r in active] == [r.pk for r in rules]
+    for rule, spec in zip(active, BENCH_RULES, strict=False):
+        assert notifications.channels(rule) == spec["channels"], (rule.name, spec["channels"])
+    return rules
+
+
+def load(n: int, partners: list[int]) -> dict[str, float]:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     execute(f"TRUNCATE {TICKETS}, {EVENTS}, {CLOCKS} RESTART IDENTITY CASCADE")
-    execute(
-        f"INSERT INTO {PARTNERS} (name, tier, timezone, contact_emails, created_at, updated_at) "
-        "VALUES ('Bench partner', 'silver', 'UTC', '', %(loaded)s, %(loaded)s) "
-        "ON CONFLICT (name) DO NOTHING",
-        {"loaded": LOADED_AT},
-    )
-    partner = fetchall(f"SELECT id FROM {PARTNERS} WHERE name = 'Bench partner'")[0][0]
     timings["truncate"] = time.perf_counter() - t0
-    params = {"partner": partner, "now": NOW, "earlier": EARLIER, "loaded": LOADED_AT, "n": n}
+    params = {"partners": partners, "now": NOW, "earlier": EARLIER, "loaded": LOADED_AT, "n": n}
     t0 = time.perf_counter()
     with transaction.atomic():
         execute(TICKET_SQL, params)
@@ -361,6 +475,93 @@ def check_ticks(instants: list[datetime], moved: list[int]) -> dict[str, int]:
     return counts_now
 
 
+def rule_condition(spec: dict[str, Any], partners: list[int], k: int) -> tuple[str, dict[str, Any]]:
+    """A bench rule's filters on ``c`` (clock) and ``t`` (ticket), written independently of
+    ``policies.notifications`` (no rule here filters by metric or policy)."""
+    sql, params = "TRUE", {}
+    if spec.get("priorities"):
+        sql += f" AND t.priority = ANY(%(prio{k})s)"
+        params[f"prio{k}"] = list(spec["priorities"])
+    if spec.get("partners"):
+        sql += f" AND t.partner_id = ANY(%(part{k})s)"
+        params[f"part{k}"] = [partners[p - 1] for p in spec["partners"]]
+    return sql, params
+
+
+def expected_notifications(
+    rules: list[NotificationRule], partners: list[int], instants: list[datetime]
+) -> dict[tuple[int, str, datetime], int]:
+    """{(rule, channel, tick instant): rows} for ticks at ``instants[1:]`` (watermark before:
+    ``instants[0]``): one row per channel for each running clock whose instant for the rule's
+    trigger lies in the tick's window and that passes the rule's filters."""
+    if not rules:
+        return {}
+    filters, params = [], {f"t{k}": t for k, t in enumerate(instants)}
+    keys = []
+    for k, (rule, spec) in enumerate(zip(rules, BENCH_RULES, strict=False)):
+        field = RULE_INSTANTS[spec["trigger"]]
+        condition, extra = rule_condition(spec, partners, k)
+        params.update(extra)
+        for w in range(1, len(instants)):
+            filters.append(
+                f"count(*) FILTER (WHERE c.{field} > %(t{w - 1})s AND c.{field} <= %(t{w})s "
+                f"AND {condition})"
+            )
+            keys.append((rule, spec, instants[w]))
+    (row,) = fetchall(
+        f"SELECT {', '.join(filters)} FROM {CLOCKS} AS c JOIN {TICKETS} AS t "
+        "ON t.id = c.ticket_id WHERE c.status = 'running'",
+        params,
+    )
+    expected = {}
+    for (rule, spec, when), count in zip(keys, row, strict=True):
+        for channel in spec["channels"]:
+            if count:
+                expected[(rule.pk, channel, when)] = int(count)
+    return expected
+
+
+def check_notifications(expected: dict[tuple[int, str, datetime], int]) -> int:
+    """The outbox holds exactly the expected rows, each pending with the clock's instant for
+    its trigger as event and due at once (level 3: the rule's minutes after the breach).
+    Returns how many rows it holds."""
+    found = {
+        (rule, channel, when): int(count)
+        for rule, channel, when, count in fetchall(
+            f"SELECT rule_id, channel, created_at, count(*) FROM {NOTIFICATIONS} "
+            "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        )
+    }
+    assert found == expected, f"notification rows {found}, expected {expected}"
+    ((wrong,),) = fetchall(
+        f"""SELECT count(*) FROM {NOTIFICATIONS} AS n
+            JOIN {NotificationRule._meta.db_table} AS r ON r.id = n.rule_id
+            LEFT JOIN {CLOCKS} AS c
+                ON (c.ticket_id, c.metric, c.cycle) = (n.ticket_id, n.metric, n.cycle)
+            WHERE c.id IS NULL OR n.trigger <> r.trigger OR n.sequence <> 0
+               OR n.status <> 'pending' OR n.attempts <> 0
+               OR n.event_at <> CASE n.trigger WHEN 'yellow' THEN c.yellow_at
+                                 WHEN 'orange' THEN c.orange_at ELSE c.due_at END
+               OR n.next_attempt_at <> CASE WHEN n.trigger = 'overdue'
+                    THEN c.due_at + interval '1 minute' * r.overdue_minutes
+                    ELSE n.created_at END"""
+    )
+    assert wrong == 0, f"{wrong} notification rows with the wrong clock, instants or state"
+    return sum(found.values())
+
+
+def notification_rows() -> int:
+    return int(fetchall(f"SELECT count(*) FROM {NOTIFICATIONS}")[0][0])
+
+
+ENQUEUED = [0]
+
+
+def count_enqueue() -> None:
+    """Stands in for ``notifications.enqueue_delivery`` (a Celery publish on commit)."""
+    ENQUEUED[0] += 1
+
+
 def set_watermark(when: datetime) -> None:
     TickWatermark.objects.update_or_create(pk=1, defaults={"evaluated_until": when})
 
@@ -383,6 +584,7 @@ def prepare(*, vacuum_previous: bool = False) -> int:
     Returns how many clocks the previous tick moved (see ``check_ticks``).
     """
     execute(RESET_SQL, {"earlier": EARLIER, "loaded": LOADED_AT})
+    execute(f"TRUNCATE {NOTIFICATIONS}, {ACKS}")  # the previous tick writes its own rows
     set_watermark(EARLIER)
     execute(f"CLUSTER {CLOCKS} USING {CLOCKS}_pkey")
     vacuum(CLOCKS, WATERMARK)
@@ -427,6 +629,7 @@ class Tick:
 
     def __init__(self, when: datetime, func: Callable[..., int] = reevaluate_due_clocks):
         connection.ensure_connection()
+        rows0 = notification_rows()
         upd0, hot0 = update_counters()
         lsn = wal_lsn()
         server, client = backend_cpu_ms(), time.process_time()
@@ -440,6 +643,24 @@ class Tick:
         self.wal_mb = wal_mb(lsn)
         upd1, hot1 = update_counters()
         self.updates, self.hot = upd1 - upd0, hot1 - hot0
+        self.notified = notification_rows() - rows0
+
+    @property
+    def on_tick_queries(self) -> list[dict[str, Any]]:
+        """The queries between the clock UPDATE and the watermark UPDATE: on_tick's."""
+        sqls = [q["sql"] for q in self.queries]
+        start = next((k for k, sql in enumerate(sqls) if sql.startswith(f'UPDATE "{CLOCKS}"')), -1)
+        end = next((k for k, sql in enumerate(sqls) if sql.startswith(f'UPDATE "{WATERMARK}"')), -1)
+        return self.queries[start + 1 : end] if 0 <= start < end else []
+
+    @property
+    def on_tick_ms(self) -> float:
+        """Time of on_tick's queries (its deferred foreign key checks run at COMMIT)."""
+        return sum(float(q["time"]) * 1000 for q in self.on_tick_queries)
+
+    @property
+    def commit_ms(self) -> float:
+        return sum(float(q["time"]) * 1000 for q in self.queries if q["sql"] == "COMMIT")
 
     @property
     def hot_pct(self) -> float:
@@ -451,6 +672,12 @@ class Tick:
             f"({query_ms(self.queries)} ms), CPU {self.server_ms:.0f} ms server + "
             f"{self.python_ms:.0f} ms Python, WAL {self.wal_mb:.1f} MB, "
             f"HOT {self.hot}/{self.updates}"
+            + (
+                f", {self.notified:,} notification rows (on_tick {self.on_tick_ms:.0f} ms, "
+                f"COMMIT {self.commit_ms:.0f} ms)"
+                if len(self.on_tick_queries) > 1  # more than the rule lookup: rules exist
+                else ""
+            )
         )
 
 
@@ -475,22 +702,44 @@ def clock_update(queries: list[dict[str, Any]]) -> str:
     return next((q["sql"] for q in queries if q["sql"].startswith(f'UPDATE "{CLOCKS}"')), "")
 
 
-def measure(n: int, reps: int, due: int) -> dict[str, Any]:
+def measure(
+    n: int, reps: int, due: int, rules: list[NotificationRule], partners: list[int]
+) -> dict[str, Any]:
     runs: list[tuple[Tick, Tick, Tick]] = []
     minute = NOW + timedelta(minutes=1)
+    instants = [EARLIER, PREVIOUS, NOW, minute]
+    expected = expected_notifications(rules, partners, instants)
+    expected_now = sum(v for (_, _, when), v in expected.items() if when == NOW)
+    expected_later = sum(v for (_, _, when), v in expected.items() if when == minute)
+    retick: list[tuple[float, int]] = []
     for rep in range(reps):
         previous = prepare()
         first = Tick(NOW)
         assert first.moved == due, (first.moved, due)
         assert first.updates == due, f"pg_stat_user_tables counted {first.updates} updates"
+        assert first.notified == expected_now, (first.notified, expected_now)
         again = Tick(NOW)
-        assert again.moved == again.updates == 0, again.text()
+        assert again.moved == again.updates == again.notified == 0, again.text()
         later = Tick(minute)
-        counts = check_ticks([EARLIER, PREVIOUS, NOW, minute], [previous, first.moved, later.moved])
+        assert later.notified == expected_later, (later.notified, expected_later)
+        counts = check_ticks(instants, [previous, first.moved, later.moved])
+        total = check_notifications(expected)
+        again_text = ""
+        if rules:  # on_tick itself again, over both ticks' windows: every row exists
+            with transaction.atomic():
+                t0 = time.perf_counter()
+                again_rows = notifications.on_tick(lower=PREVIOUS, now=minute)
+                retick.append(((time.perf_counter() - t0) * 1000, again_rows))
+            assert again_rows == 0 and notification_rows() == total, (again_rows, total)
+            again_text = (
+                f"\n         on_tick again over ({PREVIOUS:%H:%M}, {minute:%H:%M}]: "
+                f"{again_rows} rows in {retick[-1][0]:.0f} ms; outbox checked: {total:,} rows"
+            )
         print(
             f"  rep {rep + 1}: {first.text()}\n"
             f"         again: moved {again.moved} in {again.ms:.1f} ms, "
-            f"{len(again.queries)} queries; a minute later: {later.text()}",
+            f"{len(again.queries)} queries, {again.notified} notification rows; "
+            f"a minute later: {later.text()}{again_text}",
             flush=True,
         )
         runs.append((first, again, later))
@@ -520,6 +769,12 @@ def measure(n: int, reps: int, due: int) -> dict[str, Any]:
         "later_ms": median(r[2].ms for r in runs),
         "later_queries": len(runs[-1][2].queries),
         "later_hot_pct": median(r[2].hot_pct for r in runs),
+        "rules": len(rules),
+        "notified": firsts[-1].notified,
+        "on_tick_ms": median(t.on_tick_ms for t in firsts),
+        "commit_ms": median(t.commit_ms for t in firsts),
+        "later_notified": runs[-1][2].notified,
+        "retick_ms": median(ms for ms, _ in retick) if retick else math.nan,
         "update_sql": clock_update(firsts[-1].queries),
         "queries_sql": [q["sql"] for q in firsts[-1].queries],
     }
@@ -654,6 +909,12 @@ def main() -> None:
         help="at the largest size, also run this many consecutive ticks a minute apart (max 29)",
     )
     parser.add_argument(
+        "--rules",
+        type=int,
+        default=0,
+        help=f"active notification rules during the ticks (0..{len(BENCH_RULES)}; BENCH_RULES)",
+    )
+    parser.add_argument(
         "--alternatives",
         action="store_true",
         help="at the largest size, also time the tick under other settings (slow)",
@@ -661,6 +922,8 @@ def main() -> None:
     args = parser.parse_args()
     if not 0 <= args.ticks <= 29:
         parser.error("--ticks must be 0..29 (at NOW + 29 min yellow clocks start turning orange)")
+    if not 0 <= args.rules <= len(BENCH_RULES):
+        parser.error(f"--rules must be 0..{len(BENCH_RULES)}")
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
     db = settings.DATABASES["default"]
     print(f"database {db['NAME']} on {db['HOST']}:{db['PORT']}, now = {NOW.isoformat()}")
@@ -694,6 +957,16 @@ def main() -> None:
         )
     )
     print(f"{CLOCKS}: {fillfactor or 'default options'}; indexes: {indexes}")
+    partners = bench_partners()
+    rules = create_rules(args.rules, partners)
+    notifications.enqueue_delivery = count_enqueue  # no Celery publish to a shared broker
+    print(
+        f"{len(rules)} active notification rule(s)"
+        + "".join(
+            f"\n  {r.name} [{', '.join(s['channels'])}]"
+            for r, s in zip(rules, BENCH_RULES, strict=False)
+        )
+    )
     results = []
     alt_rows: list[tuple[str, float, int, float, float]] = []
     tick_rows: list[Tick] = []
@@ -704,7 +977,7 @@ def main() -> None:
                 f"({contention()})",
                 flush=True,
             )
-            timings = load(n)
+            timings = load(n, partners)
             due = check_load(n)
             print(
                 "  loaded in "
@@ -712,7 +985,7 @@ def main() -> None:
                 + f"; {due:,} clocks due",
                 flush=True,
             )
-            result = measure(n, args.reps, due)
+            result = measure(n, args.reps, due, rules, partners)
             results.append(result)
             if n != max(sizes):
                 continue
@@ -751,6 +1024,17 @@ def main() -> None:
             f"| {r['again_queries']} | {r['later_moved']:,} | {r['later_ms']:.1f} "
             f"| {r['later_hot_pct']:.0f} |"
         )
+    if rules:
+        print(
+            f"\nWith {len(rules)} notification rule(s) (median ms):\n"
+            "| tickets | rules | notification rows | on_tick ms | COMMIT ms "
+            "| +1 min rows | on_tick again ms |\n|---:|---:|---:|---:|---:|---:|---:|"
+        )
+        for r in results:
+            print(
+                f"| {r['size']:,} | {r['rules']} | {r['notified']:,} | {r['on_tick_ms']:.1f} "
+                f"| {r['commit_ms']:.1f} | {r['later_notified']:,} | {r['retick_ms']:.1f} |"
+            )
     if alt_rows:
         print(
             "\n| variant | median ms | queries | server CPU ms | WAL MB |"

@@ -3,11 +3,11 @@
 The design (``docs/notifications.md``) in four steps:
 
 1. **Detect.** Every bucket change is made either by the minute tick or by a re-sync, and each
-   calls one hook in the same transaction: ``on_tick`` (one ``INSERT … SELECT`` per active rule
-   and channel over the tick's window, nothing at all when no rule is active) or ``on_sync``
-   (the clocks of one ticket whose bucket got worse). Both write ``Notification`` rows with
-   ON CONFLICT DO NOTHING on a unique (rule, clock, trigger, repeat, channel) key: two beats,
-   overlapping tick windows, a re-sync before the tick, a replayed event — one row.
+   calls one hook in the same transaction: ``on_tick`` (one ``INSERT … SELECT`` for every
+   active rule and channel over the tick's window, nothing at all when no rule is active) or
+   ``on_sync`` (the clocks of one ticket whose bucket got worse). Both write ``Notification``
+   rows with ON CONFLICT DO NOTHING on a unique (rule, clock, trigger, repeat, channel) key:
+   two beats, overlapping tick windows, a re-sync before the tick, a replayed event — one row.
 2. **Schedule.** A row is due at once, or (level 3) N minutes after the breach; a level 3 that
    was sent schedules its next repeat until the clock is acknowledged, met or no longer red.
 3. **Deliver.** ``deliver_due`` claims one due row at a time (``SELECT … FOR UPDATE SKIP
@@ -43,18 +43,7 @@ from django.conf import settings
 from django.core import signing
 from django.core.mail import EmailMessage
 from django.db import connection, models, transaction
-from django.db.models import (
-    BigIntegerField,
-    CharField,
-    DateTimeField,
-    ExpressionWrapper,
-    F,
-    IntegerField,
-    JSONField,
-    Q,
-    QuerySet,
-    Value,
-)
+from django.db.models import DurationField, JSONField
 from django.db.models.constants import OnConflict
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -142,22 +131,6 @@ def rule_applies(rule: NotificationRule, *, ticket: Ticket, clock: SLAClock) -> 
     return not policies or clock.policy_id in policies
 
 
-def rule_filter(rule: NotificationRule) -> Q:
-    """The rule's filters as a condition on ``SLAClock`` (for the tick's INSERT … SELECT)."""
-    condition = Q()
-    if rule.metrics:
-        condition &= Q(metric__in=rule.metrics)
-    if rule.priorities:
-        condition &= Q(ticket__priority__in=rule.priorities)
-    partners = _ids(rule, "partners")
-    if partners:
-        condition &= Q(ticket__partner_id__in=sorted(partners))
-    policies = _ids(rule, "policies")
-    if policies:
-        condition &= Q(policy_id__in=sorted(policies))
-    return condition
-
-
 def channels(rule: NotificationRule) -> list[str]:
     found: list[str] = []
     if rule.wants_email(has_users=bool(rule.notify_users.all())):
@@ -189,73 +162,98 @@ _COLUMNS = [
 ]
 
 
-def _insert_select(
-    clocks: QuerySet[SLAClock],
-    *,
-    rule: NotificationRule,
-    channel: str,
-    event_field: str,
-    due: Any,
-    now: datetime,
-) -> int:
-    """INSERT the rule's rows for ``clocks`` in one statement; duplicates are ignored."""
-    values = {
-        "n_rule": Value(rule.pk, output_field=BigIntegerField()),
-        "n_ticket": F("ticket_id"),
-        "n_metric": F("metric"),
-        "n_cycle": F("cycle"),
-        "n_trigger": Value(rule.trigger, output_field=CharField()),
-        "n_sequence": Value(0, output_field=IntegerField()),
-        "n_channel": Value(channel, output_field=CharField()),
-        "n_event_at": F(event_field),
-        "n_status": Value(NotificationStatus.PENDING.value, output_field=CharField()),
-        "n_attempts": Value(0, output_field=IntegerField()),
-        "n_next": due,
-        "n_created": Value(now, output_field=DateTimeField()),
-        "n_recipients": Value("", output_field=CharField()),
-        "n_error": Value("", output_field=CharField()),
-        "n_history": Value([], output_field=JSONField()),
-    }
-    select = clocks.order_by().annotate(**values).values_list(*values)
-    sql, params = select.query.sql_with_params()
+def _window_insert(
+    rules: list[NotificationRule], *, lower: datetime, now: datetime
+) -> tuple[str, list[Any]] | None:
+    """The tick's one ``INSERT … SELECT`` for every active rule and channel, or None.
+
+    ``w`` (a CTE: PostgreSQL materialises it, as it is read more than once) holds the running
+    clocks with an instant the rules watch in ``(lower, now]``, with their ticket's priority
+    and partner when a rule filters on them: the partial indexes on ``yellow_at``,
+    ``orange_at`` and ``due_at`` find them, and their heap pages are read once, not once per
+    rule and channel. Then one ``SELECT`` per rule and channel over ``w``, under UNION ALL:
+    the clocks whose instant for the rule's trigger lies in the window and that pass its
+    filters (empty = any; as ``rule_applies``). Duplicates are ignored with the backend's own
+    "insert or ignore" syntax (PostgreSQL and SQLite).
+    """
+    pairs = [(rule, channel) for rule in rules for channel in channels(rule)]
+    if not pairs:
+        return None
     ops = connection.ops
-    table = ops.quote_name(Notification._meta.db_table)
-    columns = ", ".join(ops.quote_name(name) for name in _COLUMNS)
+    qn = ops.quote_name
+    lo, hi = ops.adapt_datetimefield_value(lower), ops.adapt_datetimefield_value(now)
+    fields = sorted({INSTANT_FIELDS[rule.trigger] for rule, _ in pairs})
+    tickets = any(rule.priorities or _ids(rule, "partners") for rule, _ in pairs)
+    columns = ["ticket_id", "metric", "cycle", "policy_id", *fields]
+    select = [f"c.{qn(name)}" for name in columns]
+    join = ""
+    if tickets:  # every clock has its ticket: the inner join keeps every clock
+        select += [f"t.{qn('priority')}", f"t.{qn('partner_id')}"]
+        join = f" INNER JOIN {qn(Ticket._meta.db_table)} t ON t.{qn('id')} = c.{qn('ticket_id')}"
+    window = " OR ".join(f"(c.{qn(f)} > %s AND c.{qn(f)} <= %s)" for f in fields)
+    params: list[Any] = [ClockStatus.RUNNING.value]
+    for _ in fields:
+        params += [lo, hi]
+    cte = (
+        f"WITH w AS (SELECT {', '.join(select)} FROM {qn(SLAClock._meta.db_table)} c{join}"
+        f" WHERE c.{qn('status')} = %s AND ({window}))"
+    )
+    history = JSONField().get_db_prep_value([], connection)
+    branches = []
+    for rule, channel in pairs:
+        field = qn(INSTANT_FIELDS[rule.trigger])
+        if rule.trigger == Trigger.OVERDUE:
+            delay = timedelta(minutes=rule.overdue_minutes or 0)
+            due = ops.combine_duration_expression("+", [f"w.{qn('due_at')}", "%s"])
+            due_params = [DurationField().get_db_prep_value(delay, connection)]
+        else:
+            due, due_params = "%s", [hi]
+        filters = [f"w.{field} > %s", f"w.{field} <= %s"]
+        filter_params: list[Any] = [lo, hi]
+        for column, values in (
+            ("metric", list(rule.metrics or [])),
+            ("priority", list(rule.priorities or [])),
+            ("partner_id", sorted(_ids(rule, "partners"))),
+            ("policy_id", sorted(_ids(rule, "policies"))),
+        ):
+            if values:
+                filters.append(f"w.{qn(column)} IN ({', '.join(['%s'] * len(values))})")
+                filter_params += values
+        branches.append(
+            f"SELECT %s, w.{qn('ticket_id')}, w.{qn('metric')}, w.{qn('cycle')}, %s, 0, %s, "
+            f"w.{field}, %s, 0, {due}, %s, %s, %s, %s FROM w WHERE {' AND '.join(filters)}"
+        )
+        params += [rule.pk, rule.trigger, channel, NotificationStatus.PENDING.value]
+        params += [*due_params, hi, "", "", history, *filter_params]
+    table = qn(Notification._meta.db_table)
     head = ops.insert_statement(on_conflict=OnConflict.IGNORE)
     tail = ops.on_conflict_suffix_sql([], OnConflict.IGNORE, [], []) or ""
-    with connection.cursor() as cursor:
-        cursor.execute(f"{head} {table} ({columns}) {sql} {tail}", params)
-        return max(cursor.rowcount, 0)
+    names = ", ".join(qn(name) for name in _COLUMNS)
+    # WITH after INSERT: Python's sqlite3 reports a rowcount only for statements that start
+    # with INSERT, UPDATE, DELETE or REPLACE.
+    sql = f"{head} {table} ({names}) {cte} {' UNION ALL '.join(branches)} {tail}"
+    return sql, params
 
 
 def on_tick(*, lower: datetime | None, now: datetime) -> int:
     """Outbox rows for running clocks whose threshold fell in ``(lower, now]``.
 
     Called by the tick inside its transaction, after it moved clocks. Queries: one when no rule
-    is active, else four plus one INSERT … SELECT per rule and channel — never one per clock.
-    Clocks a re-sync moved first get their rows here too; the unique key drops the repeats.
+    is active, else four plus one INSERT … SELECT for all rules and channels (``_window_insert``)
+    — never one per clock, nor one per rule. Clocks a re-sync moved first get their rows here
+    too; the unique key drops the repeats.
     """
     rules = active_rules()
     if not rules:
         return 0
     if lower is None:
         lower = now - FIRST_TICK_WINDOW
-    inserted = 0
-    for rule in rules:
-        field = INSTANT_FIELDS[rule.trigger]
-        clocks = SLAClock.objects.filter(
-            Q(status=ClockStatus.RUNNING, **{f"{field}__gt": lower, f"{field}__lte": now})
-            & rule_filter(rule)
-        )
-        if rule.trigger == Trigger.OVERDUE:
-            delay = timedelta(minutes=rule.overdue_minutes or 0)
-            due: Any = ExpressionWrapper(F("due_at") + Value(delay), output_field=DateTimeField())
-        else:
-            due = Value(now, output_field=DateTimeField())
-        for channel in channels(rule):
-            inserted += _insert_select(
-                clocks, rule=rule, channel=channel, event_field=field, due=due, now=now
-            )
+    statement = _window_insert(rules, lower=lower, now=now)
+    if statement is None:
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute(*statement)
+        inserted = max(cursor.rowcount, 0)
     if inserted:
         transaction.on_commit(enqueue_delivery)
     return inserted

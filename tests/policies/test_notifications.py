@@ -255,7 +255,7 @@ def test_the_first_tick_ever_does_not_mail_old_breaches(db: Any) -> None:
     assert not rows()
 
 
-def test_the_tick_query_count_does_not_grow_with_open_tickets_when_rules_exist(
+def test_the_tick_query_count_does_not_grow_with_open_tickets_or_rules(
     world: SimpleNamespace,
 ) -> None:
     make_rule(trigger=Trigger.RED, webhook_url="http://x.test/", partners=[world.partner])
@@ -266,8 +266,95 @@ def test_the_tick_query_count_does_not_grow_with_open_tickets_when_rules_exist(
         make_ticket(now=T0, opened_at=T0, partner=world.partner)
     with CaptureQueriesContext(connection) as many:
         assert on_tick(lower=ORANGE - SECOND, now=ORANGE + SECOND) == 30
-    # The rules, their partners, policies and users, then one INSERT … SELECT per channel.
-    assert len(few.captured_queries) == len(many.captured_queries) == 4 + 2
+    make_rule(trigger=Trigger.ORANGE, priorities=["medium"], webhook_url="http://y.test/")
+    make_rule(trigger=Trigger.OVERDUE, overdue_minutes=30, emails="boss@example.com")
+    with CaptureQueriesContext(connection) as more_rules:
+        assert on_tick(lower=ORANGE - SECOND, now=ORANGE + SECOND) == 30  # the medium ones
+    # The rules, their partners, policies and users, then one INSERT … SELECT for all of
+    # their channels.
+    assert len(few.captured_queries) == len(many.captured_queries) == 4 + 1
+    assert len(more_rules.captured_queries) == 4 + 1
+
+
+def test_the_ticks_one_insert_writes_what_each_rule_and_channel_calls_for(
+    world: SimpleNamespace,
+) -> None:
+    """Every rule shape at once, checked row by row against ``rule_applies`` (on_sync's
+    filter): the trigger's instant in the window, metric, priority, partner and policy
+    filters, both channels, level 3's due time; clocks not running are left out."""
+    other_partner, other_policy = make_partner(), make_policy()
+    for k in range(1, 9):  # instants 4k minutes after the world ticket's
+        make_ticket(
+            now=T0 + timedelta(minutes=4 * k),
+            opened_at=T0 + timedelta(minutes=4 * k),
+            partner=world.partner if k % 2 else other_partner,
+            priority=["critical", "high", "medium", "low"][k % 4],
+        )
+    clocks = list(SLAClock.objects.order_by("ticket_id"))
+    assert len(clocks) == 9
+    SLAClock.objects.filter(pk=clocks[2].pk).update(metric=Metric.RESOLUTION)
+    SLAClock.objects.filter(pk=clocks[3].pk).update(policy=other_policy)
+    SLAClock.objects.filter(pk=clocks[4].pk).update(policy=None)
+    SLAClock.objects.filter(pk=clocks[5].pk).update(status="paused")
+    SLAClock.objects.filter(pk=clocks[6].pk).update(cycle=1)
+    rules = [
+        make_rule(trigger=Trigger.YELLOW),
+        make_rule(
+            trigger=Trigger.ORANGE, metrics=[Metric.FIRST_RESPONSE], priorities=["critical", "high"]
+        ),
+        make_rule(
+            trigger=Trigger.RED,
+            partners=[world.partner],
+            emails="noc@example.com",
+            webhook_url="http://x.test/",
+        ),
+        make_rule(
+            trigger=Trigger.OVERDUE,
+            overdue_minutes=30,
+            policies=[world.policy],
+            notify_users=[world.nina],
+        ),
+        make_rule(trigger=Trigger.RED, metrics=[Metric.RESOLUTION], webhook_url="http://y.test/"),
+        make_rule(
+            trigger=Trigger.ORANGE,
+            policies=[other_policy, world.policy],
+            partners=[other_partner],
+            priorities=["medium", "low"],
+            notify_assignee=True,
+        ),
+        make_rule(trigger=Trigger.YELLOW, active=False),
+    ]
+    lower, now = T0 + timedelta(minutes=40), T0 + timedelta(minutes=80)
+    expected: dict[tuple[Any, ...], tuple[datetime, datetime]] = {}
+    for c in SLAClock.objects.select_related("ticket").filter(status="running"):
+        for rule in notifications.active_rules():
+            instant = getattr(c, notifications.INSTANT_FIELDS[rule.trigger])
+            if not lower < instant <= now or not notifications.rule_applies(
+                rule, ticket=c.ticket, clock=c
+            ):
+                continue
+            due = now
+            if rule.trigger == Trigger.OVERDUE:
+                due = instant + timedelta(minutes=30)
+            for channel in notifications.channels(rule):
+                key = (rule.pk, c.ticket_id, c.metric, c.cycle, rule.trigger, channel)
+                expected[key] = (instant, due)
+    assert {r.trigger for r in rules if any(key[0] == r.pk for key in expected)} == {
+        "yellow",
+        "orange",
+        "red",
+        "overdue",
+    }
+    assert on_tick(lower=lower, now=now) == len(expected)
+    found = {}
+    for row in rows():
+        assert (row.sequence, row.status, row.attempts, row.created_at) == (0, "pending", 0, now)
+        assert (row.recipients, row.last_error, row.history) == ("", "", [])
+        key = (row.rule_id, row.ticket_id, row.metric, row.cycle, row.trigger, row.channel)
+        found[key] = (row.event_at, row.next_attempt_at)
+    assert found == expected
+    assert on_tick(lower=T0, now=now + timedelta(hours=1)) > 0  # later instants only
+    assert on_tick(lower=lower, now=now) == 0
 
 
 def test_with_no_active_rule_the_tick_adds_one_query_only_when_clocks_moved(
