@@ -944,7 +944,9 @@ def _import_chunk(
             log = list(ticket.events.all())
             project_ticket(ticket, log)
             ticket.save(update_fields=[*PROJECTED_FIELDS, "updated_at"])
-            sync = sync_ticket_clocks(ticket=ticket, now=now, events=log, resolver=resolver)
+            sync = sync_ticket_clocks(
+                ticket=ticket, now=at, events=log, resolver=resolver, now_checked=True
+            )
             report.clocks_written += sync.created + sync.updated
         report.tickets_updated += len(changed)
         report.events_created += len(added)
