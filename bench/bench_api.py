@@ -61,7 +61,7 @@ def main() -> None:
     from django.test import Client
     from django.utils import timezone
 
-    from tickets.demo import seed_demo
+    from slaboard.demo import seed_demo
     from tickets.models import ApiToken
 
     call_command("migrate", verbosity=0)

@@ -79,7 +79,7 @@ def main() -> None:
     from django.utils import timezone
 
     from policies.models import Calendar, SLAClock
-    from tickets.demo import seed_demo
+    from slaboard.demo import seed_demo
     from tickets.models import Partner, Ticket, TicketEvent
 
     call_command("migrate", verbosity=0)

@@ -656,10 +656,12 @@ class Bench:
     def setup_data(self) -> None:
         from django.utils import timezone
 
-        from dashboard.boards import Viewer, board_state
+        from dashboard.access import Viewer
+        from dashboard.actions import rotate_kiosk_link
+        from dashboard.boards import board_state
         from dashboard.models import Board
-        from dashboard.publish import record_tick
-        from tickets.demo import seed_demo
+        from policies.actions import reevaluate_due_clocks
+        from slaboard.demo import seed_demo
         from tickets.models import Partner, Ticket
 
         started = time.monotonic()
@@ -668,8 +670,8 @@ class Bench:
         print(f"seed_demo: {report} ({time.monotonic() - started:.1f} s)", flush=True)
         board = Board.objects.get(slug=BOARD_SLUG)
         self.board = board
-        self.token = board.kiosk_token or board.rotate_kiosk_token()
-        record_tick(now)  # what the minute tick does: "evaluated at" stays fixed in the bench
+        self.token = board.kiosk_token or rotate_kiosk_link(board)
+        reevaluate_due_clocks(now=now)  # "evaluated at" stays fixed in the bench
         rows = board_state(board, Viewer(), now)["at_risk"]
         if not rows:
             raise RuntimeError("the demo board has nothing at risk: no ticket to mark")

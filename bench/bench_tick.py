@@ -40,7 +40,7 @@ queries and ``EXPLAIN (ANALYZE, BUFFERS, WAL)`` of its UPDATE in a rolled-back t
 ``--rules N`` (0 to 6) first creates the first N of ``BENCH_RULES``, active notification rules
 shaped like the demo's escalation chain (orange → the partner's contacts, red → email and a
 webhook, red for 30 min → a manager; some filtered by priority or partner, some not), so the
-measured tick also runs ``policies.notifications.on_tick``. The tickets are spread over four
+measured tick also runs ``policies.detect.on_tick``. The tickets are spread over four
 partners for the partner filters. Each repetition starts with an empty outbox (the previous
 tick then writes its own rows, as in production) and checks, per rule and channel, that the
 ticks inserted exactly the rows the rules call for (computed from the stored instants, with
@@ -59,7 +59,6 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +77,6 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
-from policies import notifications  # noqa: E402
 from policies.actions import reevaluate_due_clocks  # noqa: E402
 from policies.models import (  # noqa: E402
     Acknowledgement,
@@ -89,6 +87,8 @@ from policies.models import (  # noqa: E402
     TickWatermark,
     Trigger,
 )
+from policies.notifications import detect  # noqa: E402
+from policies.notifications import rules as notification_rules  # noqa: E402
 from tickets.models import Partner, Ticket, TicketEvent, User  # noqa: E402
 
 # The bench instant, the previous tick's (the watermark every repetition starts from) and
@@ -112,9 +112,9 @@ BENCH_PARTNERS = 4  # ticket g belongs to partner 1 + (g / 16) % 4
 
 # --- notification rules (--rules N: the first N) ------------------------------------------
 
-# Shaped like the demo's escalation chain (tickets/demo.py) and the examples in
+# Shaped like the demo's escalation chain (slaboard/demo.py) and the examples in
 # docs/notifications.md. "partners" are indexes into the bench partners (1-based); "channels"
-# is what the rule sends on, checked against policies.notifications.channels().
+# is what the rule sends on, checked against policies.rules.channels().
 BENCH_RULES: list[dict[str, Any]] = [
     {
         "name": "Bench 1: critical and high at orange, the partner's contacts and assignee",
@@ -364,10 +364,10 @@ def create_rules(count: int, partners: list[int]) -> list[NotificationRule]:
         if spec.get("notify_users"):
             rule.notify_users.set([manager])
         rules.append(rule)
-    active = notifications.active_rules()
+    active = notification_rules.active_rules()
     assert [r.pk for r in active] == [r.pk for r in rules]
     for rule, spec in zip(active, BENCH_RULES, strict=False):
-        assert notifications.channels(rule) == spec["channels"], (rule.name, spec["channels"])
+        assert notification_rules.channels(rule) == spec["channels"], (rule.name, spec["channels"])
     return rules
 
 
@@ -558,7 +558,7 @@ ENQUEUED = [0]
 
 
 def count_enqueue() -> None:
-    """Stands in for ``notifications.enqueue_delivery`` (a Celery publish on commit)."""
+    """Stands in for ``detect.enqueue_delivery`` (a Celery publish on commit)."""
     ENQUEUED[0] += 1
 
 
@@ -728,7 +728,7 @@ def measure(
         if rules:  # on_tick itself again, over both ticks' windows: every row exists
             with transaction.atomic():
                 t0 = time.perf_counter()
-                again_rows = notifications.on_tick(lower=PREVIOUS, now=minute)
+                again_rows = detect.on_tick(lower=PREVIOUS, now=minute)
                 retick.append(((time.perf_counter() - t0) * 1000, again_rows))
             assert again_rows == 0 and notification_rows() == total, (again_rows, total)
             again_text = (
@@ -841,7 +841,6 @@ def alternatives(due: int, reps: int) -> list[tuple[str, float, int, float, floa
     variants: list[tuple[str, str, Callable[..., int], bool]] = [
         ("product tick, default settings", "", tick, False),
         ("previous tick's dead versions vacuumed first", "", tick, True),
-        ("no lookback (window (watermark, now])", "", partial(tick, lookback=timedelta(0)), False),
         ("jit = off", "jit = off", tick, False),
         ("work_mem = 64MB", "work_mem = '64MB'", tick, False),
     ]
@@ -959,7 +958,7 @@ def main() -> None:
     print(f"{CLOCKS}: {fillfactor or 'default options'}; indexes: {indexes}")
     partners = bench_partners()
     rules = create_rules(args.rules, partners)
-    notifications.enqueue_delivery = count_enqueue  # no Celery publish to a shared broker
+    detect.enqueue_delivery = count_enqueue  # no Celery publish to a shared broker
     print(
         f"{len(rules)} active notification rule(s)"
         + "".join(

@@ -7,7 +7,7 @@ result; the product never reads the log itself:
 
 Reads ``../shared/data/servicenow-incident-event-log.csv.gz`` (UCI dataset 498, "Incident
 management process enriched event log", Amaral, Fantinato, Reijers, Peres; CC BY 4.0,
-DOI 10.24432/C57S4H) and writes ``tickets/data/servicenow-profile.json``: a few KB of summary
+DOI 10.24432/C57S4H) and writes ``slaboard/data/servicenow-profile.json``: a few KB of summary
 numbers (arrivals by hour of week, priority mix, delay quantiles, shares). See
 ``docs/simulator.md`` for what each number means and how the simulator uses it.
 
@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LOG = ROOT.parent / "shared" / "data" / "servicenow-incident-event-log.csv.gz"
-DEFAULT_OUT = ROOT / "tickets" / "data" / "servicenow-profile.json"
+DEFAULT_OUT = ROOT / "slaboard" / "data" / "servicenow-profile.json"
 
 # Quantile points stored for each delay: every 5 % from the minimum to the 95th percentile,
 # then the 99th. The top 1 % (incidents open for months) is left out on purpose.

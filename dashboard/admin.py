@@ -8,8 +8,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from dashboard.actions import revoke_kiosk_link, rotate_kiosk_link
 from dashboard.models import Board
-from policies.admin import JSONChoicesField
+from slaboard.forms import JSONChoicesField
 from tickets.models import CustomerTier, Priority, TicketKind
 
 
@@ -74,7 +75,7 @@ class BoardAdmin(admin.ModelAdmin):
     @admin.action(description="Create or rotate kiosk link (the old link stops working)")
     def create_kiosk_link(self, request: HttpRequest, queryset: QuerySet[Board]) -> None:
         for board in queryset:
-            board.rotate_kiosk_token()
+            rotate_kiosk_link(board)
             self.message_user(
                 request,
                 format_html("Kiosk link for {}: {}", board.name, board.kiosk_url()),
@@ -84,5 +85,5 @@ class BoardAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke kiosk link")
     def revoke_kiosk_link(self, request: HttpRequest, queryset: QuerySet[Board]) -> None:
         for board in queryset:
-            board.revoke_kiosk_token()
+            revoke_kiosk_link(board)
         self.message_user(request, f"Revoked {queryset.count()} kiosk link(s).", messages.SUCCESS)

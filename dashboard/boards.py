@@ -6,7 +6,7 @@ The page, an htmx request and a websocket push all render the same fragment temp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any, cast
 from zoneinfo import ZoneInfo
@@ -15,12 +15,22 @@ from django.conf import settings
 from django.db.models import Count, F, Q, QuerySet
 from django.template.loader import render_to_string
 
+from dashboard.access import Viewer
 from dashboard.models import Board
-from policies.models import ACTIVE_CLOCK_STATUSES, Bucket, ClockStatus, Metric, SLAClock
+from policies.models import (
+    ACTIVE_CLOCK_STATUSES,
+    ESCALATION_TRIGGERS,
+    Acknowledgement,
+    Bucket,
+    ClockStatus,
+    Metric,
+    Notification,
+    NotificationStatus,
+    SLAClock,
+)
 from tickets.models import Priority, Ticket, TicketQuerySet, TicketStatus
 
 BUCKETS = [Bucket.GREEN, Bucket.YELLOW, Bucket.ORANGE, Bucket.RED]
-BUCKET_RANK = {Bucket.RED: 0, Bucket.ORANGE: 1, Bucket.YELLOW: 2, Bucket.GREEN: 3}
 METRIC_LABELS: dict[str, str] = {
     Metric.FIRST_RESPONSE: "Respond",
     Metric.RESOLUTION_PLAN: "Plan",
@@ -29,28 +39,6 @@ METRIC_LABELS: dict[str, str] = {
 AT_RISK_ROWS = 7
 QUEUE_ROWS = 60
 BOARD_FRAGMENTS = ["board-metrics", "board-priorities", "board-queue", "board-compliance"]
-
-
-@dataclass(frozen=True)
-class Viewer:
-    """Whose eyes: everyone's tickets (staff, kiosk) or one partner's."""
-
-    partner_id: int | None = None
-
-    @property
-    def key(self) -> str:
-        return "all" if self.partner_id is None else f"p{self.partner_id}"
-
-    @classmethod
-    def from_key(cls, key: str) -> Viewer:
-        return cls(None if key == "all" else int(key.removeprefix("p")))
-
-    @classmethod
-    def for_user(cls, user: Any) -> Viewer:
-        return cls(getattr(user, "partner_id", None))
-
-    def scope(self, tickets: QuerySet[Ticket]) -> QuerySet[Ticket]:
-        return tickets if self.partner_id is None else tickets.filter(partner_id=self.partner_id)
 
 
 def board_group(board_id: int, viewer: Viewer) -> str:
@@ -97,8 +85,6 @@ def _at_risk(
 
 def _add_escalations(rows: list[dict[str, Any]]) -> None:
     """Who acknowledged each row's clock, and whether it was escalated (notifications)."""
-    from policies.notifications import escalations
-
     found = escalations((r["clock"].ticket_id, r["clock"].metric, r["clock"].cycle) for r in rows)
     for row in rows:
         clock = row["clock"]
@@ -116,9 +102,6 @@ def _row(clock: SLAClock) -> dict[str, Any]:
         "breached": clock.breached_at is not None,
         "remaining": timedelta(seconds=clock.remaining_seconds or 0),
         "managed": ticket.source in settings.SLABOARD_MANAGED_SOURCES,
-        "reference": ticket.external_id
-        if ticket.source == "slaboard"
-        else f"{ticket.source}:{ticket.external_id}",
     }
 
 
@@ -200,3 +183,24 @@ def render_queue_fragments(viewer: Viewer, now: datetime) -> dict[str, str]:
             "dashboard/fragments/queue-list.html", queue_state(viewer, now)
         )
     }
+
+
+def escalations(keys: Iterable[tuple[int, str, int]]) -> dict[tuple[int, str, int], Any]:
+    """For (ticket, metric, cycle) keys: {"ack": Acknowledgement | None, "escalated": bool}.
+
+    Two queries however many keys (the board's and queue's rows)."""
+    keys = set(keys)
+    if not keys:
+        return {}
+    ticket_ids = {k[0] for k in keys}
+    acks = {
+        (a.ticket_id, a.metric, a.cycle): a
+        for a in Acknowledgement.objects.filter(ticket_id__in=ticket_ids).select_related("user")
+    }
+    escalated = set(
+        Notification.objects.filter(ticket_id__in=ticket_ids, trigger__in=ESCALATION_TRIGGERS)
+        .exclude(status=NotificationStatus.SKIPPED)
+        .values_list("ticket_id", "metric", "cycle")
+        .distinct()
+    )
+    return {k: {"ack": acks.get(k), "escalated": k in escalated} for k in keys}

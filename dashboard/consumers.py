@@ -20,8 +20,8 @@ from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from dashboard.access import Viewer, board_viewer, is_signed_in, queue_viewer
 from dashboard.boards import (
-    Viewer,
     board_group,
     queue_group,
     render_board_fragments,
@@ -35,10 +35,11 @@ from dashboard.publish import (
     key,
     kiosk_digest,
     kiosk_group,
-    last_tick,
+    redis_client,
     snapshot_from,
     store_snapshot,
 )
+from policies.engine import evaluated_until
 
 log = logging.getLogger(__name__)
 
@@ -225,22 +226,17 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     def _access(self, slug: str | None, user: Any, kiosk: str) -> str | None:
         """The group this socket may watch, or None. Sets ``viewer`` (and ``board``)."""
-        authenticated = user is not None and user.is_authenticated and user.is_active
-        if slug is None:  # the agent queue: logged-in agents only
-            if not authenticated or not user.has_perm("tickets.claim_ticket"):
-                return None
-            self.viewer = Viewer.for_user(user)
-            return queue_group(self.viewer)
+        if slug is None:  # the agent queue
+            self.viewer = queue_viewer(user)
+            return None if self.viewer is None else queue_group(self.viewer)
         board = Board.objects.filter(slug=slug).first()
         if board is None:
             return None
-        if authenticated:
-            viewer = Viewer.for_user(user)
-        elif board.kiosk_matches(kiosk):
-            viewer = Viewer()
-            self.kiosk = (board.pk, kiosk)
-        else:
+        viewer = board_viewer(board, user, kiosk)
+        if viewer is None:
             return None
+        if not is_signed_in(user):  # watching through the kiosk link
+            self.kiosk = (board.pk, kiosk)
         self.board, self.viewer = board, viewer
         return board_group(board.pk, viewer)
 
@@ -274,10 +270,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if self.board is None:
             fragments = render_queue_fragments(self.viewer, now)
         else:
-            fragments = render_board_fragments(self.board, self.viewer, now, last_tick())
+            fragments = render_board_fragments(self.board, self.viewer, now, evaluated_until())
         if count is not None:
-            from dashboard.publish import redis_client
-
             with contextlib.suppress(Exception):
                 store_snapshot(redis_client(), self.group, count, version, fragments)
         return fragments

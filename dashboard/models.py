@@ -80,26 +80,6 @@ class Board(models.Model):
             condition &= Q(team__in=self.teams)
         return condition
 
-    def rotate_kiosk_token(self) -> str:
-        self.kiosk_token = secrets.token_urlsafe(32)
-        self.save(update_fields=["kiosk_token", "updated_at"])
-        self._announce_kiosk()
-        return self.kiosk_token
-
-    def revoke_kiosk_token(self) -> None:
-        self.kiosk_token = ""
-        self.save(update_fields=["kiosk_token", "updated_at"])
-        self._announce_kiosk()
-
-    def _announce_kiosk(self) -> None:
-        """Screens on the old link are closed (after commit, through the channel layer)."""
-        from django.db import transaction
-
-        from dashboard.publish import announce_kiosk_change
-
-        board_id, token = self.pk, self.kiosk_token
-        transaction.on_commit(lambda: announce_kiosk_change(board_id, token))
-
     def kiosk_matches(self, token: Any) -> bool:
         return (
             bool(self.kiosk_token)

@@ -1,6 +1,7 @@
 """Publishing: after a change, re-render what screens show and push what changed.
 
-``mark_dirty`` (called on commit by every action and by the tick) counts the change and
+``mark_dirty`` (connected to ``tickets_changed``, which every write of tickets, clocks and
+acknowledgements sends once per transaction after commit) counts the change and
 schedules at most one publish at a time, so a burst of 10 000 changes becomes a few pushes.
 ``publish`` renders each live board (per viewer scope) once, compares each fragment with what
 was last sent, and sends only the changed fragments — absolute state, so a lost push heals with
@@ -21,14 +22,12 @@ import redis
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import transaction
 
-from dashboard.boards import (
-    Viewer,
-    render_board_fragments,
-    render_queue_fragments,
-)
+from dashboard.access import Viewer
+from dashboard.boards import render_board_fragments, render_queue_fragments
 from dashboard.models import Board
+from policies.engine import evaluated_until
+from slaboard.celery import app as celery_app
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +37,7 @@ def key(name: str) -> str:
     live (sorted set: group -> last heartbeat), sent:<group> (hash: fragment -> sha1 of the
     last push), snapshot:<group> (hash: the group's fragments as last rendered, the change
     count and the board version they show), beat:<group> (a message reached the group
-    recently: no heartbeat needed), dirty (change count), publish:state, tick:last."""
+    recently: no heartbeat needed), dirty (change count), publish:state."""
     config = cast(dict[str, Any], settings.CHANNEL_LAYERS["default"]["CONFIG"])
     prefix = config.get("prefix", "slaboard")
     return f"{prefix}:{name}"
@@ -117,25 +116,16 @@ def mark_dirty() -> None:
     if delay_ms < 0:
         return
     try:
-        from dashboard.tasks import publish_task
-
-        publish_task.apply_async(countdown=delay_ms / 1000 if delay_ms else None, expires=30)
+        _schedule_publish(countdown=delay_ms / 1000 if delay_ms else None)
     except Exception as error:  # broker down: let the next change try again
         log.warning("could not schedule a publish: %s", error)
         with contextlib.suppress(redis.RedisError):
             redis_client().delete(key("publish:state"))
 
 
-def mark_dirty_on_commit() -> None:
-    """Run ``mark_dirty`` once after the current transaction commits, however many changes it
-    holds: a transaction of thousands of events (an API batch) costs one round trip to Redis.
-    Outside a transaction, at once."""
-    connection = transaction.get_connection()
-    if connection.in_atomic_block and any(
-        hook is mark_dirty for _, hook, _ in connection.run_on_commit
-    ):
-        return
-    transaction.on_commit(mark_dirty)
+def _schedule_publish(countdown: float | None) -> None:
+    # By name: the task module (dashboard.tasks) is a later layer that imports this one.
+    celery_app.send_task("dashboard.publish", countdown=countdown, expires=30)
 
 
 def change_count() -> int:
@@ -169,9 +159,7 @@ def end_publish(version: int) -> bool:
         _PUBLISH_DONE, 2, key("dirty"), key("publish:state"), version, COALESCE_MS, QUEUED_MS
     )
     if again:
-        from dashboard.tasks import publish_task
-
-        publish_task.apply_async(countdown=COALESCE_MS / 1000, expires=30)
+        _schedule_publish(countdown=COALESCE_MS / 1000)
     return bool(again)
 
 
@@ -221,7 +209,7 @@ def publish(*, now: datetime, version: int | None = None) -> int:
     if not groups:
         return 0
     boards = {b.pk: b for b in Board.objects.prefetch_related("partners")}
-    evaluated_at = last_tick()
+    evaluated_at = evaluated_until()
     rendered: list[tuple[str, dict[str, str]]] = []
     for group in groups:
         fragments = render_group(group, now, boards, evaluated_at)
@@ -307,21 +295,6 @@ def cached_snapshot(group: str, board: str) -> dict[str, str] | None:
 def send_batch(messages: list[tuple[str, str]]) -> None:
     """Send many (group, html) pushes in one event-loop entry (one connection, not one each)."""
     send_batch_events([(group, {"type": "board.update", "html": html}) for group, html in messages])
-
-
-def record_tick(now: datetime) -> None:
-    try:
-        redis_client().set(key("tick:last"), now.isoformat(), ex=3600)
-    except redis.RedisError as error:
-        log.warning("could not record the tick time: %s", error)
-
-
-def last_tick() -> Any:
-    try:
-        value = redis_client().get(key("tick:last"))
-    except redis.RedisError:
-        return None
-    return datetime.fromisoformat(value.decode()) if isinstance(value, bytes) else None
 
 
 def kiosk_group(board_id: int) -> str:

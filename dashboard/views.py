@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required, permission_required
+from django.contrib.auth.views import redirect_to_login
 from django.core import signing
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
@@ -13,15 +14,13 @@ from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from dashboard.boards import (
-    Viewer,
-    board_state,
-    queue_state,
-)
+from dashboard.access import Viewer, board_viewer
+from dashboard.boards import board_state, queue_state
 from dashboard.models import Board
-from dashboard.publish import last_tick
+from policies.engine import evaluated_until
 from policies.models import Acknowledgement, AckVia, Metric, Notification, SLAClock
-from policies.notifications import acknowledge, can_acknowledge, read_ack_token
+from policies.notifications.acks import acknowledge, can_acknowledge
+from policies.notifications.messages import read_ack_token
 from tickets.actions import (
     ClaimConflict,
     TicketActionError,
@@ -60,21 +59,16 @@ def board(request: HttpRequest, slug: str) -> HttpResponse:
     """A wall board: for logged-in users (scoped to their partner) or via its kiosk link."""
     board = Board.objects.filter(slug=slug).first()
     kiosk = request.GET.get("kiosk", "")
-    user = request.user
-    if user.is_authenticated:
-        viewer = Viewer.for_user(user)
-    elif board is not None and board.kiosk_matches(kiosk):
-        viewer = Viewer()
-    elif kiosk:
-        raise PermissionDenied("This kiosk link is not valid (it may have been revoked).")
-    else:
-        from django.contrib.auth.views import redirect_to_login
-
-        return redirect_to_login(request.get_full_path())
-    if board is None:
+    viewer = board_viewer(board, request.user, kiosk) if board is not None else None
+    if viewer is None:
+        if kiosk:
+            raise PermissionDenied("This kiosk link is not valid (it may have been revoked).")
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
         raise Http404("No such board.")
+    assert board is not None
     now = timezone.now()
-    context = board_state(board, viewer, now, last_tick())
+    context = board_state(board, viewer, now, evaluated_until())
     ws_url = f"/ws/boards/{board.slug}/" + (f"?kiosk={kiosk}" if kiosk else "")
     context["ws_url"] = ws_url
     context["heartbeat_seconds"] = settings.HEARTBEAT_SECONDS

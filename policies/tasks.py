@@ -1,13 +1,12 @@
-"""Thin Celery wrappers around policies.actions."""
+"""Thin Celery wrappers around policies.actions and notification delivery."""
 
 from __future__ import annotations
 
 from celery import shared_task
-from django.conf import settings
 from django.utils import timezone
 
-from policies.actions import resync_open_clocks, run_tick
-from policies.notifications import deliver_due
+from policies.actions import reevaluate_due_clocks, resync_open_clocks
+from policies.notifications.deliver import deliver_due
 
 
 @shared_task(name="policies.resync_open_clocks", ignore_result=True)
@@ -16,9 +15,9 @@ def resync_open_clocks_task(ticket_ids: list[int] | None, cause: str) -> int:
 
 
 @shared_task(name="policies.tick", ignore_result=True)
-def tick_task() -> int | None:
+def tick_task() -> int:
     """Every minute (beat): move SLA clocks whose colour changes now."""
-    return run_tick(now=timezone.now(), redis_url=settings.REDIS_URL)
+    return reevaluate_due_clocks(now=timezone.now())
 
 
 @shared_task(name="policies.deliver_notifications", ignore_result=True)

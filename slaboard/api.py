@@ -7,7 +7,9 @@ from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
-from tickets.api import ApiError, RateLimited, TokenAuth, error_response, router
+from tickets.api.auth import TokenAuth
+from tickets.api.endpoints import router
+from tickets.api.errors import ApiError, RateLimited, error_response
 
 api = NinjaAPI(
     title="slaboard API",

@@ -157,7 +157,7 @@ def main() -> int:
     django.setup()
     from django.conf import settings
 
-    from tickets.demo import DEMO_PASSWORD
+    from slaboard.demo import DEMO_PASSWORD
     from tickets.models import Partner
 
     say(

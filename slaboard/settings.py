@@ -108,6 +108,7 @@ INSTALLED_APPS = [
     "tickets",
     "policies",
     "dashboard",
+    "slaboard",  # the project: demo data and the traffic simulator (its management commands)
 ]
 
 MIDDLEWARE = [

@@ -29,3 +29,11 @@ def redis_client() -> Iterator[redis.Redis]:
 def fast_password_hashing(settings: Any) -> None:
     """Hashing strength is not under test; PBKDF2's cost would dominate the suite."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def live_redis(redis_client: Any) -> Iterator[Any]:
+    """Real Redis with slaboard's live-screen keys cleared."""
+    for key in redis_client.scan_iter("slaboard*"):
+        redis_client.delete(key)
+    yield redis_client

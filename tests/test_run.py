@@ -23,10 +23,13 @@ from urllib.parse import urlencode
 
 import pytest
 
+from slaboard.demo import DEMO_PASSWORD
 from slaboard.settings import BASE_DIR
-from tickets.demo import DEMO_PASSWORD
 
 STARTUP_TIMEOUT = 120
+
+
+pytestmark = pytest.mark.subprocess
 
 
 def free_port() -> int:

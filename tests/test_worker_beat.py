@@ -21,6 +21,8 @@ from policies.models import Metric, SLAClock
 from slaboard.settings import BASE_DIR
 from tests.factories import make_always_calendar, make_sla_policy, make_ticket
 
+pytestmark = pytest.mark.subprocess
+
 
 def _start(argv: list[str], env: dict[str, str], lines: queue.Queue[str]) -> subprocess.Popen[str]:
     process = subprocess.Popen(

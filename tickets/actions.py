@@ -17,6 +17,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
+from policies.engine import sync_many, sync_ticket_clocks
 from tickets.models import (
     ActorKind,
     EventKind,
@@ -26,40 +27,8 @@ from tickets.models import (
     TicketStatus,
     User,
 )
-
-# Fields an ATTRIBUTES_CHANGED event may carry, and the model attribute each one sets.
-ATTRIBUTE_FIELDS = {
-    "kind": "kind",
-    "customer_id": "customer_id",
-    "partner_id": "partner_id",
-    "subject": "subject",
-    "team": "team",
-}
-CREATED_FIELDS = {
-    "kind": "kind",
-    "priority": "priority",
-    "status": "status",
-    "partner_id": "partner_id",
-    "customer_id": "customer_id",
-    "subject": "subject",
-    "team": "team",
-    "assignee_id": "assignee_id",
-}
-PROJECTED_FIELDS = [
-    "kind",
-    "priority",
-    "status",
-    "partner_id",
-    "customer_id",
-    "assignee_id",
-    "subject",
-    "team",
-    "first_human_reply_at",
-    "plan_sent_at",
-    "resolved_at",
-    "closed_at",
-    "last_event_at",
-]
+from tickets.projection import ATTRIBUTE_FIELDS, PROJECTED_FIELDS, apply_event, project_ticket
+from tickets.signals import tickets_changed_on_commit
 
 
 class TicketActionError(ValueError):
@@ -89,79 +58,6 @@ class NewEvent:
 def _require_aware(value: datetime, field: str) -> None:
     if value.tzinfo is None or value.utcoffset() is None:
         raise TicketActionError(f"{field} must include a time zone (got {value!r}).", field=field)
-
-
-def apply_event(ticket: Ticket, event: TicketEvent) -> None:
-    """Fold one event into the ticket projection (in memory, no query)."""
-    payload = event.payload or {}
-    at = event.at
-    kind = event.kind
-    if kind == EventKind.SLA_CHANGED:
-        return  # slaboard's own annotation of a due-time change, not a fact about the ticket
-    if kind == EventKind.CREATED:
-        for key, attr in CREATED_FIELDS.items():
-            if key in payload:
-                setattr(ticket, attr, payload[key])
-        ticket.opened_at = at
-    elif kind == EventKind.REPLIED:
-        if event.actor_kind == ActorKind.HUMAN:
-            if ticket.first_human_reply_at is None or at < ticket.first_human_reply_at:
-                ticket.first_human_reply_at = at
-            if ticket.status == TicketStatus.NEW:
-                ticket.status = TicketStatus.OPEN
-    elif kind == EventKind.PLAN_SENT:
-        if ticket.plan_sent_at is None or at < ticket.plan_sent_at:
-            ticket.plan_sent_at = at
-    elif kind == EventKind.STATUS_CHANGED:
-        _set_status(ticket, payload["status"], at)
-    elif kind == EventKind.PRIORITY_CHANGED:
-        ticket.priority = payload["priority"]
-    elif kind == EventKind.ATTRIBUTES_CHANGED:
-        for key, attr in ATTRIBUTE_FIELDS.items():
-            if key in payload:
-                setattr(ticket, attr, payload[key])
-    elif kind == EventKind.ASSIGNED:
-        ticket.assignee_id = payload.get("assignee_id")
-    elif kind == EventKind.CLAIMED:
-        ticket.assignee_id = event.user_id
-    elif kind == EventKind.RELEASED:
-        ticket.assignee_id = None
-    elif kind == EventKind.RESOLVED:
-        _set_status(ticket, TicketStatus.RESOLVED, at)
-    elif kind == EventKind.REOPENED:
-        _set_status(ticket, TicketStatus.OPEN, at)
-    elif kind == EventKind.CLOSED:
-        _set_status(ticket, TicketStatus.CLOSED, at)
-    if ticket.last_event_at is None or at > ticket.last_event_at:
-        ticket.last_event_at = at
-
-
-def _set_status(ticket: Ticket, status: str, at: datetime) -> None:
-    if status == TicketStatus.RESOLVED:
-        if ticket.status != TicketStatus.RESOLVED or ticket.resolved_at is None:
-            ticket.resolved_at = at
-        ticket.closed_at = None
-    elif status == TicketStatus.CLOSED:
-        if ticket.resolved_at is None:
-            ticket.resolved_at = at
-        ticket.closed_at = at
-    else:
-        ticket.resolved_at = None
-        ticket.closed_at = None
-    ticket.status = status
-
-
-def project_ticket(ticket: Ticket, events: list[TicketEvent]) -> None:
-    """Rebuild the projection from the whole log, in time order (ties by arrival)."""
-    ticket.first_human_reply_at = None
-    ticket.plan_sent_at = None
-    ticket.resolved_at = None
-    ticket.closed_at = None
-    ticket.last_event_at = None
-    ticket.assignee_id = None
-    ticket.status = TicketStatus.NEW
-    for event in sorted(events, key=lambda e: (e.at, e.pk or 0)):
-        apply_event(ticket, event)
 
 
 def _validate_payload(kind: str, payload: dict[str, Any]) -> None:
@@ -478,27 +374,18 @@ def one_sync_per_ticket() -> Iterator[DeferredSync]:
     finally:
         _deferred.sync = None
     if batch.pending:
-        from dashboard.publish import (
-            mark_dirty_on_commit,  # later layers; imported here to avoid cycles
-        )
-        from policies.actions import sync_many
-
         sync_many({pk: (now, "; ".join(causes)) for pk, (now, causes) in batch.pending.items()})
-        mark_dirty_on_commit()
 
 
 def _sync_clocks(ticket: Ticket, *, now: datetime, cause: str = "") -> None:
-    from dashboard.publish import (
-        mark_dirty_on_commit,  # later layers; imported here to avoid cycles
-    )
-    from policies.actions import sync_ticket_clocks
-
+    """Re-sync the ticket's clocks (or defer it to the end of ``one_sync_per_ticket``); the
+    ticket itself changed, so screens hear of it after commit either way."""
+    tickets_changed_on_commit()
     deferred: DeferredSync | None = getattr(_deferred, "sync", None)
     if deferred is not None:
         deferred.add(ticket.pk, now, cause)
         return
     sync_ticket_clocks(ticket=ticket, now=now, cause=cause)
-    mark_dirty_on_commit()
 
 
 def _refresh_from(target: Ticket, source: Ticket) -> None:

@@ -12,10 +12,11 @@
    have recorded (created, first human reply, status changes, resolutions, reopens, closings,
    priority and attribute changes), each with a stable external id so a re-run adds nothing.
 4. :func:`import_events` writes chunks of tickets in one transaction each: bulk inserts of
-   tickets, events and SLA clocks, with the projection (``tickets.actions.project_ticket``) and
-   the clocks (``tickets.history.ticket_history`` + ``policies.clocks.compute_clocks``) computed
+   tickets, events and SLA clocks, with the projection (``tickets.projection.project_ticket``) and
+   the clocks (``policies.engine.plan_clocks``, written by ``apply_plans`` like every sync) computed
    by the same code as the per-event path. A ticket already in the database only gets the
-   events it lacks, then goes through the normal replay and ``sync_ticket_clocks``.
+   events it lacks, then the normal replay and the same clock writer. Imports record history:
+   they write no notifications (the tick announces what changes from then on).
 
 Chunks are atomic and the import is resumable: re-running the same file skips what a finished
 chunk wrote and continues with the rest.
@@ -42,17 +43,14 @@ from typing import IO, Any
 from django.db import DatabaseError, transaction
 from django.db.models import Count, Q
 
-from policies.actions import (
+from policies.engine import (
     TargetResolver,
+    apply_plans,
     clock_now,
-    clock_values,
     current_resolver,
-    sync_ticket_clocks,
+    plan_clocks,
 )
-from policies.clocks import compute_clocks
 from policies.models import ClockStatus, Metric, SLAClock
-from tickets.actions import PROJECTED_FIELDS, project_ticket
-from tickets.history import ticket_history
 from tickets.models import (
     ActorKind,
     Customer,
@@ -64,6 +62,8 @@ from tickets.models import (
     TicketKind,
     TicketStatus,
 )
+from tickets.projection import PROJECTED_FIELDS, project_ticket
+from tickets.signals import tickets_changed_on_commit
 
 CHUNK_SIZE = 1000  # tickets per transaction
 INSERT_BATCH = 2000  # rows per INSERT (PostgreSQL allows 65,535 parameters per query)
@@ -837,12 +837,6 @@ def import_events(
         if progress is not None:
             progress(done, len(numbers))
     report.clocks = clock_tally(source=mapping.source, partner=partner)
-    if report.tickets_created or report.tickets_updated:
-        from dashboard.publish import (
-            mark_dirty_on_commit,  # later layer; imported here to avoid cycles
-        )
-
-        mark_dirty_on_commit()
     report.seconds = time.perf_counter() - started
     return report
 
@@ -901,23 +895,15 @@ def _import_chunk(
             new_events.extend(events)
         TicketEvent.objects.bulk_create(new_events, batch_size=INSERT_BATCH)
         resolver.prime(t for t, _ in built)
-        clocks: list[SLAClock] = []
-        for ticket, events in built:
-            # As sync_ticket_clocks(ticket=, events=, existing=[]) does, one INSERT per chunk.
-            for result in compute_clocks(ticket_history(ticket, events), resolver, at):
-                clocks.append(
-                    SLAClock(
-                        ticket_id=ticket.pk,
-                        metric=result.metric,
-                        cycle=result.cycle,
-                        updated_at=now,
-                        **clock_values(result),
-                    )
-                )
-        SLAClock.objects.bulk_create(clocks, batch_size=INSERT_BATCH)
+        plans = [
+            plan_clocks(ticket=ticket, events=events, existing=[], resolver=resolver, now=at)
+            for ticket, events in built
+        ]
+        written = apply_plans(plans, notify=False)  # history is recorded, not announced
+        tickets_changed_on_commit()
         report.tickets_created += len(built)
         report.events_created += len(new_events)
-        report.clocks_written += len(clocks)
+        report.clocks_written += written.created
 
     # Tickets already there: add only the events they lack, then the normal replay and sync.
     if merges:
@@ -940,14 +926,21 @@ def _import_chunk(
         if added:
             TicketEvent.objects.bulk_create(added, batch_size=INSERT_BATCH)
             resolver.prime(changed)
+        plans = []
         for ticket in changed:
             log = list(ticket.events.all())
             project_ticket(ticket, log)
             ticket.save(update_fields=[*PROJECTED_FIELDS, "updated_at"])
-            sync = sync_ticket_clocks(
-                ticket=ticket, now=at, events=log, resolver=resolver, now_checked=True
+            existing_clocks = SLAClock.objects.filter(ticket=ticket)
+            plans.append(
+                plan_clocks(
+                    ticket=ticket, events=log, existing=existing_clocks, resolver=resolver, now=at
+                )
             )
-            report.clocks_written += sync.created + sync.updated
+        if changed:
+            synced = apply_plans(plans, notify=False)
+            report.clocks_written += synced.created + synced.updated
+            tickets_changed_on_commit()
         report.tickets_updated += len(changed)
         report.events_created += len(added)
 

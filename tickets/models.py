@@ -289,6 +289,14 @@ class Ticket(models.Model):
     def is_open(self) -> bool:
         return self.status in OPEN_STATUSES
 
+    @property
+    def reference(self) -> str:
+        """How people name the ticket everywhere (boards, queue, messages): its id in its
+        source, prefixed with the source unless it is managed in slaboard itself."""
+        if self.source == "slaboard":
+            return self.external_id
+        return f"{self.source}:{self.external_id}"
+
 
 class TicketEvent(models.Model):
     """An append-only fact about a ticket. Never updated or deleted once written."""

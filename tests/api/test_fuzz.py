@@ -40,6 +40,7 @@ def bearer(db: Any, redis_client: Any, wsgi_in_test_transaction: Any) -> dict[st
     return {"Authorization": f"Bearer {secret}"}
 
 
+@pytest.mark.slow
 @schema.parametrize()
 @settings(
     max_examples=25,

@@ -11,6 +11,7 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import Browser, BrowserContext, Dialog, Page, Request, expect
 
+from dashboard.actions import revoke_kiosk_link, rotate_kiosk_link
 from dashboard.models import Board
 from tests.browser.conftest import (
     ServerProcess,
@@ -23,7 +24,7 @@ from tests.factories import make_user
 from tickets.actions import record_event
 from tickets.models import EventKind, Ticket, User
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
 NOTHING_AT_RISK = "Nothing at risk"
 STALE = re.compile(r"\bstale\b")  # body class: the screen greys out
@@ -194,7 +195,7 @@ def test_kiosk_link_works_without_login_until_revoked(
     new_context: Callable[..., BrowserContext],
 ) -> None:
     ticket = at_risk_ticket("Payment webhook signatures rejected")
-    board.rotate_kiosk_token()
+    rotate_kiosk_link(board)
     kiosk_url = board.kiosk_url()
     context = new_context()  # a wall screen: nobody logged in
 
@@ -212,7 +213,7 @@ def test_kiosk_link_works_without_login_until_revoked(
     expect(anonymous).to_have_url(re.compile(r"/admin/login/\?next="))
     expect(anonymous.locator("#id_username")).to_be_visible()
 
-    board.revoke_kiosk_token()
+    revoke_kiosk_link(board)
     refused = context.new_page()
     response = refused.goto(kiosk_url)
     assert response is not None and response.status == 403

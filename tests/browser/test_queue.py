@@ -12,7 +12,7 @@ from dashboard.models import Board
 from tests.browser.conftest import push, wait_for_ws_messages
 from tickets.models import EventKind, Ticket, TicketEvent, User
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
 OUTCOME = re.compile(r"is yours|claimed by")
 MINE = re.compile(r"\bmine\b")

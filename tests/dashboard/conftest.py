@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -11,14 +10,6 @@ from dashboard.models import Board
 from policies.models import Metric
 from tests.factories import make_always_calendar, make_partner, make_sla_policy, make_ticket
 from tickets.models import Ticket
-
-
-@pytest.fixture
-def live_redis(redis_client: Any) -> Iterator[Any]:
-    """Real Redis with slaboard's live-screen keys cleared."""
-    for key in redis_client.scan_iter("slaboard*"):
-        redis_client.delete(key)
-    yield redis_client
 
 
 @pytest.fixture

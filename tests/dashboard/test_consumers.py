@@ -13,6 +13,7 @@ from channels.testing import WebsocketCommunicator
 from django.utils import timezone
 
 from dashboard import publish as publish_module
+from dashboard.actions import revoke_kiosk_link, rotate_kiosk_link
 from dashboard.publish import publish
 from dashboard.routing import websocket_urlpatterns
 from tests.factories import make_ticket, make_user
@@ -80,11 +81,11 @@ async def test_an_anonymous_screen_without_a_kiosk_link_is_refused(
 
 async def test_a_kiosk_link_works_until_it_is_revoked(org: dict, live_redis: Any) -> None:
     board = org["board"]
-    token = await sync_to_async(board.rotate_kiosk_token)()
+    token = await sync_to_async(rotate_kiosk_link)(board)
     screen, _ = await connect(f"/ws/boards/everything/?kiosk={token}")
     assert "North printer" in await screen.receive_from(timeout=10)
     await screen.disconnect()
-    await sync_to_async(board.revoke_kiosk_token)()
+    await sync_to_async(revoke_kiosk_link)(board)
     screen, _ = await connect(f"/ws/boards/everything/?kiosk={token}")
     assert (await screen.receive_output(timeout=10))["code"] == 4403
 
@@ -174,11 +175,11 @@ async def test_revoking_a_kiosk_link_cuts_off_screens_already_open(
 ) -> None:
     settings.HEARTBEAT_SECONDS = 0.2
     board = org["board"]
-    token = await sync_to_async(board.rotate_kiosk_token)()
+    token = await sync_to_async(rotate_kiosk_link)(board)
     screen, _ = await connect(f"/ws/boards/everything/?kiosk={token}")
     await screen.receive_from(timeout=10)
     assert 'id="board-heartbeat"' in await screen.receive_from(timeout=10)  # still welcome
-    await sync_to_async(board.revoke_kiosk_token)()
+    await sync_to_async(revoke_kiosk_link)(board)
     while True:
         output = await screen.receive_output(timeout=10)
         if output["type"] == "websocket.close":

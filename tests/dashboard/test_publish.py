@@ -8,7 +8,9 @@ import pytest
 from django.utils import timezone
 
 from dashboard import publish
-from dashboard.boards import Viewer, board_group
+from dashboard.access import Viewer
+from dashboard.boards import board_group
+from tickets.signals import tickets_changed_on_commit
 
 pytestmark = pytest.mark.django_db
 
@@ -27,7 +29,7 @@ def test_a_commit_of_many_changes_is_counted_once_and_every_commit_is(live_redis
     for _ in range(2):
         with transaction.atomic():  # e.g. an API batch: one on-commit hook per event
             for _ in range(500):
-                publish.mark_dirty_on_commit()
+                tickets_changed_on_commit()
     assert publish.change_count() == 2
     assert live_redis.llen("celery") == 1
 
@@ -87,6 +89,7 @@ def test_a_push_spares_the_group_a_heartbeat(org: dict, live_redis: Any) -> None
     assert live_redis.pttl(publish.key("beat:" + group)) > 0
 
 
+@pytest.mark.slow
 def test_changes_with_redis_down_are_committed_and_logged(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -97,6 +100,7 @@ def test_changes_with_redis_down_are_committed_and_logged(
     assert "could not schedule a publish" in caplog.text
 
 
+@pytest.mark.slow
 def test_a_ticket_is_recorded_while_redis_is_down(
     monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
 ) -> None:

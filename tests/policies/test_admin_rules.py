@@ -7,10 +7,12 @@ from typing import Any
 
 import pytest
 import redis
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from dashboard import publish
 from policies import actions
 from policies.models import AuditEntry, Calendar, Holiday, Metric, Policy, SLAClock
 from policies.tasks import resync_open_clocks_task
@@ -265,3 +267,22 @@ def test_a_large_resync_is_queued_for_the_worker(
     clock.refresh_from_db()
     assert clock.due_at == ticket.opened_at + timedelta(minutes=20)
     assert Calendar.objects.count() == 1
+
+
+def test_a_policy_edit_in_the_admin_refreshes_the_boards_when_it_commits(
+    admin: Client, live_redis: redis.Redis, django_capture_on_commit_callbacks: Any
+) -> None:
+    """The re-sync writes clocks; the clock writer tells the screens (one publish scheduled
+    per transaction), without the admin or the re-sync knowing about screens."""
+    now = timezone.now()
+    policy = make_sla_policy(calendar=make_always_calendar())
+    make_ticket(now=now, opened_at=now - timedelta(minutes=50))
+    connection.run_on_commit.clear()  # the set-up's hooks (a test transaction never commits)
+    before = publish.change_count()
+    with django_capture_on_commit_callbacks(execute=True):
+        admin.post(
+            reverse("admin:policies_policy_change", args=[policy.pk]),
+            _policy_form(policy, first_response={"duration": "20 min"}),
+        )
+    assert publish.change_count() == before + 1
+    assert live_redis.llen("celery") == 1  # the publish task waits for a worker

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from policies.actions import reevaluate_due_clocks, sync_ticket_clocks
+from policies.actions import reevaluate_due_clocks
+from policies.engine import sync_ticket_clocks
 from policies.models import Metric, ReopenBehaviour, SLAClock, Target, WorkingInterval
 from tests.factories import (
     make_always_calendar,

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 from datetime import datetime, time, timedelta
+from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
+from policies.engine import TargetResolver
 from policies.models import Closure, DateOverride, Metric, Policy, Target, WorkingInterval
 from tests.factories import (
     make_calendar,
@@ -15,6 +17,8 @@ from tests.factories import (
     make_target,
     make_ticket,
 )
+from tickets.models import Ticket
+from tickets.projection import attribute_key
 
 pytestmark = pytest.mark.django_db
 
@@ -136,25 +140,37 @@ def test_policy_conditions_only_take_known_values() -> None:
     assert "Unknown value(s) urgent" in error.value.message_dict["priorities"][0]
 
 
-def test_a_policy_matches_on_every_condition_it_sets() -> None:
+def _applies(policy: Policy, ticket: Ticket) -> bool:
+    """Whether the engine's resolver (what production uses) picks ``policy`` for ``ticket``."""
+    specs = TargetResolver.load()(attribute_key(ticket))
+    return any(spec.policy_id == policy.pk for spec in specs.values())
+
+
+def _policy_with_a_target(**conditions: Any) -> Policy:
+    policy = make_policy(**conditions)
+    Target.objects.create(policy=policy, metric="first_response", duration=timedelta(hours=1))
+    return policy
+
+
+def test_a_policy_applies_on_every_condition_it_sets() -> None:
     gold = make_partner(tier="gold")
     silver = make_partner(tier="silver")
     enterprise = make_customer(tier="enterprise")
-    policy = make_policy(
+    policy = _policy_with_a_target(
         priorities=["critical", "high"], customer_tiers=["enterprise"], partner_tiers=["gold"]
     )
-    assert policy.matches(make_ticket(partner=gold, customer=enterprise, priority="high"))
-    assert not policy.matches(make_ticket(partner=gold, customer=enterprise, priority="low"))
-    assert not policy.matches(make_ticket(partner=silver, customer=enterprise, priority="high"))
-    assert not policy.matches(make_ticket(partner=gold, customer=None, priority="high"))
+    assert _applies(policy, make_ticket(partner=gold, customer=enterprise, priority="high"))
+    assert not _applies(policy, make_ticket(partner=gold, customer=enterprise, priority="low"))
+    assert not _applies(policy, make_ticket(partner=silver, customer=enterprise, priority="high"))
+    assert not _applies(policy, make_ticket(partner=gold, customer=None, priority="high"))
     policy.partners.add(silver)
-    assert not policy.matches(make_ticket(partner=gold, customer=enterprise, priority="high"))
+    assert not _applies(policy, make_ticket(partner=gold, customer=enterprise, priority="high"))
 
 
-def test_an_unconditional_policy_matches_any_ticket() -> None:
-    policy = make_policy()
+def test_an_unconditional_policy_applies_to_any_ticket() -> None:
+    policy = _policy_with_a_target()
     assert policy.conditions_summary() == "any ticket"
-    assert policy.matches(make_ticket())
+    assert _applies(policy, make_ticket())
 
 
 def test_a_calendar_in_use_by_a_target_cannot_be_deleted() -> None:

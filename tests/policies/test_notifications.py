@@ -16,7 +16,6 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from policies import notifications
 from policies.actions import rebuild_clocks, reevaluate_due_clocks
 from policies.models import (
     Acknowledgement,
@@ -27,7 +26,10 @@ from policies.models import (
     SLAClock,
     Trigger,
 )
-from policies.notifications import deliver_due, on_tick
+from policies.notifications import acks, detect, messages
+from policies.notifications import rules as notification_rules
+from policies.notifications.deliver import deliver_due
+from policies.notifications.detect import on_tick
 from tests.factories import (
     make_always_calendar,
     make_calendar,
@@ -41,6 +43,7 @@ from tests.factories import (
 )
 from tickets.actions import one_sync_per_ticket, record_event
 from tickets.models import EventKind, Ticket, User
+from tickets.signals import send_tickets_changed
 
 pytestmark = pytest.mark.django_db
 
@@ -327,16 +330,15 @@ def test_the_ticks_one_insert_writes_what_each_rule_and_channel_calls_for(
     lower, now = T0 + timedelta(minutes=40), T0 + timedelta(minutes=80)
     expected: dict[tuple[Any, ...], tuple[datetime, datetime]] = {}
     for c in SLAClock.objects.select_related("ticket").filter(status="running"):
-        for rule in notifications.active_rules():
-            instant = getattr(c, notifications.INSTANT_FIELDS[rule.trigger])
-            if not lower < instant <= now or not notifications.rule_applies(
-                rule, ticket=c.ticket, clock=c
-            ):
+        for rule in notification_rules.active_rules():
+            instant = getattr(c, detect.INSTANT_FIELDS[rule.trigger])
+            applies = notification_rules.rule_applies(rule, ticket=c.ticket, clock=c)
+            if not lower < instant <= now or not applies:
                 continue
             due = now
             if rule.trigger == Trigger.OVERDUE:
                 due = instant + timedelta(minutes=30)
-            for channel in notifications.channels(rule):
+            for channel in notification_rules.channels(rule):
                 key = (rule.pk, c.ticket_id, c.metric, c.cycle, rule.trigger, channel)
                 expected[key] = (instant, due)
     assert {r.trigger for r in rules if any(key[0] == r.pk for key in expected)} == {
@@ -391,7 +393,7 @@ def test_level_3_fires_n_minutes_after_the_breach_and_repeats_until_acknowledged
     assert deliver_due(now=DUE + timedelta(minutes=44)) == 0
     assert deliver_due(now=DUE + timedelta(minutes=45)) == 1
     assert "(reminder 1)" in mail.outbox[1].subject
-    notifications.acknowledge(
+    acks.acknowledge(
         ticket=world.ticket,
         metric=Metric.FIRST_RESPONSE,
         cycle=0,
@@ -414,7 +416,7 @@ def test_level_3_is_not_sent_when_acknowledged_or_met_before_it_is_due(
 ) -> None:
     make_rule(trigger=Trigger.OVERDUE, overdue_minutes=30, emails="boss@example.com")
     reevaluate_due_clocks(now=DUE + SECOND)
-    notifications.acknowledge(
+    acks.acknowledge(
         ticket=world.ticket,
         metric=Metric.FIRST_RESPONSE,
         cycle=0,
@@ -523,7 +525,7 @@ def test_a_bad_or_expired_link_and_a_stranger_are_refused(
     client.force_login(world.nina)
     assert client.get(path[:-5] + "xx/").status_code == 400
     with monkeypatch.context() as patch:
-        patch.setattr(notifications, "ACK_MAX_AGE", timedelta(seconds=-1))  # long ago
+        patch.setattr(messages, "ACK_MAX_AGE", timedelta(seconds=-1))  # long ago
         assert client.get(path).status_code == 410
     stranger = make_user(partner=make_partner())
     stranger.user_permissions.add(Permission.objects.get(codename="claim_ticket"))
@@ -552,7 +554,7 @@ def test_the_queue_offers_acknowledge_on_escalated_clocks_and_shows_who_did(
     with django_capture_on_commit_callbacks() as callbacks:
         toast = client.post(url)
     assert toast.status_code == 200 and "Acknowledged" in toast.content.decode()
-    assert any("mark_dirty" in getattr(c, "__name__", "") for c in callbacks)  # boards update
+    assert send_tickets_changed in callbacks  # boards update
     page = client.get("/queue/").content.decode()
     assert "✓ acked by nina" in page and f'hx-post="{url}"' not in page
     again = client.post(url).content.decode()
@@ -703,7 +705,7 @@ def test_the_notification_log_is_read_only_with_filters_and_a_retry_action(
 
 
 def test_the_demo_seeds_an_escalation_chain_for_critical_tickets(now: datetime) -> None:
-    from tickets.demo import seed_demo
+    from slaboard.demo import seed_demo
 
     seed_demo(now=now, tickets=5)
     rules = {r.trigger: r for r in NotificationRule.objects.all()}

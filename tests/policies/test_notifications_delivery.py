@@ -18,10 +18,10 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from policies import notifications
 from policies.actions import reevaluate_due_clocks
 from policies.models import Metric, Notification, Trigger
-from policies.notifications import LEASE, claim_next, deliver_due
+from policies.notifications import deliver
+from policies.notifications.deliver import LEASE, claim_next, deliver_due
 from policies.tasks import deliver_notifications_task
 from tests.factories import (
     make_always_calendar,
@@ -225,11 +225,11 @@ def test_retries_end_in_failed_after_the_last_attempt(
     receiver.answer(*[500] * 10)
     reevaluate_due_clocks(now=BREACHED)
     at = BREACHED
-    for _ in range(notifications.MAX_ATTEMPTS):
+    for _ in range(deliver.MAX_ATTEMPTS):
         assert deliver_due(now=at) == 1
         at = Notification.objects.get().next_attempt_at
     row = Notification.objects.get()
-    assert row.status == "failed" and row.attempts == notifications.MAX_ATTEMPTS
+    assert row.status == "failed" and row.attempts == deliver.MAX_ATTEMPTS
     assert row.last_error == "gave up after 6 attempts: HTTP 500 from 127.0.0.1"
     waits = [
         datetime.fromisoformat(b["at"]) - datetime.fromisoformat(a["at"])
@@ -290,8 +290,8 @@ def test_a_worker_that_lost_its_lease_does_not_overwrite_the_outcome(
     slow = claim_next(now=BREACHED)
     assert slow is not None
     assert deliver_due(now=BREACHED + LEASE) == 1  # the lease ran out: another worker sent it
-    late = notifications.Outcome("retry", "HTTP 500 from 127.0.0.1")
-    assert notifications.finish(slow, late, now=BREACHED + LEASE + MINUTE) is False
+    late = deliver.Outcome("retry", "HTTP 500 from 127.0.0.1")
+    assert deliver.finish(slow, late, now=BREACHED + LEASE + MINUTE) is False
     assert Notification.objects.get().status == "sent"
 
 

@@ -79,6 +79,7 @@ def _random_history(rng: random.Random, opened: datetime) -> list[Delivery]:
     return events
 
 
+@pytest.mark.slow
 def test_rebuilding_from_events_reproduces_incremental_updates_exactly() -> None:
     rng = random.Random(20261123)
     always = make_always_calendar()

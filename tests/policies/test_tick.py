@@ -6,13 +6,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-import redis
-from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from policies.actions import TICK_LOCK, reevaluate_due_clocks, run_tick, sync_ticket_clocks
+from policies.actions import reevaluate_due_clocks
+from policies.engine import clock_now, evaluated_until, sync_ticket_clocks
 from policies.models import Metric, SLAClock
 from tests.factories import make_always_calendar, make_partner, make_sla_policy, make_ticket
 
@@ -49,29 +48,20 @@ def test_the_tick_query_count_does_not_grow_with_open_tickets() -> None:
     assert len(few.captured_queries) == len(many.captured_queries) == 7
 
 
-def test_a_tick_that_finds_the_lock_taken_does_nothing(redis_client: redis.Redis) -> None:
+def test_a_second_beat_in_the_same_minute_moves_nothing_twice() -> None:
     now = timezone.now()
     make_sla_policy(calendar=make_always_calendar())
     ticket = make_ticket(now=now - timedelta(hours=2), opened_at=now - timedelta(hours=2))
-    other = redis.Redis.from_url(settings.REDIS_URL)
-    held = other.lock(TICK_LOCK, timeout=30)
-    assert held.acquire(blocking=False)
-    try:
-        assert run_tick(now=now, redis_url=settings.REDIS_URL) is None
-        assert ticket.clocks.get(metric=Metric.FIRST_RESPONSE).bucket == "green"
-    finally:
-        held.release()
-    assert run_tick(now=now, redis_url=settings.REDIS_URL) == 2  # respond red, plan yellow
+    assert reevaluate_due_clocks(now=now) == 2  # respond red, plan yellow
     assert ticket.clocks.get(metric=Metric.FIRST_RESPONSE).bucket == "red"
-    assert run_tick(now=now, redis_url=settings.REDIS_URL) == 0
+    assert reevaluate_due_clocks(now=now) == 0
+    assert reevaluate_due_clocks(now=now - timedelta(seconds=5)) == 0  # a late, older beat
 
 
-def test_the_tick_records_when_clocks_were_last_evaluated(redis_client: redis.Redis) -> None:
-    from dashboard.publish import last_tick
-
+def test_the_tick_records_when_clocks_were_last_evaluated() -> None:
     now = timezone.now()
-    run_tick(now=now, redis_url=settings.REDIS_URL)
-    assert last_tick() == now
+    reevaluate_due_clocks(now=now)
+    assert evaluated_until() == now
 
 
 def test_a_write_that_read_now_before_the_last_tick_computes_clocks_as_of_that_tick() -> None:
@@ -95,8 +85,6 @@ def test_the_tick_waits_for_a_clock_write_in_progress(transactional_db: Any) -> 
     from concurrent.futures import ThreadPoolExecutor
 
     from django.db import connections, transaction
-
-    from policies.actions import clock_now
 
     now = timezone.now()
     reevaluate_due_clocks(now=now - timedelta(minutes=1))

@@ -12,9 +12,20 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 import holidays as holiday_data
+from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 
-from policies.models import Calendar, Holiday, Metric, Policy, Target, WorkingInterval
+from dashboard.models import Board
+from policies.models import (
+    Calendar,
+    Holiday,
+    Metric,
+    NotificationRule,
+    Policy,
+    Target,
+    Trigger,
+    WorkingInterval,
+)
 from tickets.actions import open_ticket, record_event
 from tickets.models import (
     ActorKind,
@@ -234,7 +245,6 @@ def _ensure_policies(calendars: dict[str, Calendar], report: SeedReport) -> None
 
 
 def _ensure_users(partners: dict[str, Partner], report: SeedReport) -> dict[str, User]:
-    from django.contrib.auth.models import Group, Permission
 
     agents, _ = Group.objects.get_or_create(name="Agents")
     agents.permissions.add(Permission.objects.get(codename="claim_ticket"))
@@ -259,8 +269,6 @@ def _ensure_users(partners: dict[str, Partner], report: SeedReport) -> dict[str,
 
 
 def _ensure_boards(partners: dict[str, Partner]) -> None:
-    from dashboard.models import Board
-
     Board.objects.get_or_create(slug="all", defaults={"name": "All partners"})
     critical, created = Board.objects.get_or_create(
         slug="critical", defaults={"name": "Critical and high", "priorities": ["critical", "high"]}
@@ -318,8 +326,6 @@ def seed_demo(*, now: datetime, tickets: int = 300, seed: int = 7) -> SeedReport
 def _ensure_notification_rules(users: dict[str, User]) -> None:
     """An escalation chain for critical tickets (the demo prints emails on the worker's
     console; docs/notifications.md)."""
-    from policies.models import NotificationRule, Trigger
-
     NotificationRule.objects.get_or_create(
         name="Critical: partner contacts and assignee at orange",
         defaults={

@@ -30,8 +30,8 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError
 
+from slaboard.demo import CUSTOMERS, DEMO_SOURCE, DEMO_USERS, PARTNERS, SUBJECTS, TEAMS
 from tickets.actions import TicketActionError, open_ticket, record_event
-from tickets.demo import CUSTOMERS, DEMO_SOURCE, DEMO_USERS, PARTNERS, SUBJECTS, TEAMS
 from tickets.models import (
     ActorKind,
     Customer,

@@ -13,16 +13,16 @@ from django.db import transaction
 from django.utils import timezone
 
 from policies.models import SLAClock
-from tickets.actions import PROJECTED_FIELDS, project_ticket
-from tickets.demo import seed_demo
-from tickets.models import ActorKind, EventKind, Ticket, TicketEvent
-from tickets.simulation import (
+from slaboard.demo import seed_demo
+from slaboard.simulation import (
     DEFAULT_SPEED,
     PROFILE_PATH,
     Action,
     Simulator,
     load_profile,
 )
+from tickets.models import ActorKind, EventKind, Ticket, TicketEvent
+from tickets.projection import PROJECTED_FIELDS, project_ticket
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from tickets.simulation import (
+from slaboard.simulation import (
     DEFAULT_SPEED,
     TICKETS_PER_DAY,
     Action,

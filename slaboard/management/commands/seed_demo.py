@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
-from tickets.demo import DEMO_PASSWORD, seed_demo
+from slaboard.demo import DEMO_PASSWORD, seed_demo
 
 
 class Command(BaseCommand):

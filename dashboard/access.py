@@ -1,0 +1,58 @@
+"""Who may see what: the viewer scope of a screen, and who may watch a board or the queue.
+
+One home for these rules: the pages (``dashboard.views``) and the websocket
+(``dashboard.consumers``) both ask here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import QuerySet
+
+from dashboard.models import Board
+from tickets.models import Ticket
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Whose eyes: everyone's tickets (staff, kiosk) or one partner's."""
+
+    partner_id: int | None = None
+
+    @property
+    def key(self) -> str:
+        return "all" if self.partner_id is None else f"p{self.partner_id}"
+
+    @classmethod
+    def from_key(cls, key: str) -> Viewer:
+        return cls(None if key == "all" else int(key.removeprefix("p")))
+
+    @classmethod
+    def for_user(cls, user: Any) -> Viewer:
+        return cls(getattr(user, "partner_id", None))
+
+    def scope(self, tickets: QuerySet[Ticket]) -> QuerySet[Ticket]:
+        return tickets if self.partner_id is None else tickets.filter(partner_id=self.partner_id)
+
+
+def is_signed_in(user: Any) -> bool:
+    return user is not None and user.is_authenticated and user.is_active
+
+
+def board_viewer(board: Board, user: Any, kiosk: str) -> Viewer | None:
+    """Who watches ``board``: a signed-in user in their own scope, or anyone holding the
+    board's current kiosk secret (everything the board shows, read-only); None: nobody."""
+    if is_signed_in(user):
+        return Viewer.for_user(user)
+    if board.kiosk_matches(kiosk):
+        return Viewer()
+    return None
+
+
+def queue_viewer(user: Any) -> Viewer | None:
+    """The agent queue: signed-in users who may take tickets, in their own scope."""
+    if is_signed_in(user) and user.has_perm("tickets.claim_ticket"):
+        return Viewer.for_user(user)
+    return None
