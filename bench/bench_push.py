@@ -39,9 +39,8 @@ What it does:
    average at each burst. At the end (``--no-reconnect`` to skip) every screen is closed and
    reconnected at once, as after a deploy, and the reconnect rate is printed.
 
-``--server-patch`` runs the server with bench-only experiments (``build_patched_application``;
-no product file changes) and ``--split`` sends one message per changed fragment in the direct
-path, to measure what a product change would give. Results and findings: docs/bench-push.md.
+``--split`` sends one message per changed fragment in the direct path, to measure what a
+product change would give. Results and findings: docs/bench-push.md.
 
 ``--profile`` samples the server workers with py-spy (``--py-spy PATH``; not a project
 dependency) during extra bursts at the largest screen count and prints the hottest frames.
@@ -483,15 +482,13 @@ class Subprocess:
         self.drain.join(5)
 
 
-def start_server(workers: int, port: int, env: dict[str, str], patch: str) -> Subprocess:
+def start_server(workers: int, port: int, env: dict[str, str]) -> Subprocess:
     env = dict(env)
-    if patch:
-        env["BENCH_PUSH_PATCH"] = patch
     command = [
         sys.executable,
         "-m",
         "uvicorn",
-        "bench.bench_push:patched_application" if patch else "slaboard.asgi:application",
+        "slaboard.asgi:application",
         "--host",
         "127.0.0.1",
         "--port",
@@ -554,7 +551,6 @@ class Row:
     path: str
     workers: int
     screens: int
-    patch: str = ""  # --server-patch experiment, "" for the product as is
     split: bool = False  # --split: one message per fragment (direct path)
     latencies: list[float] = field(default_factory=list)  # ms, marker arrival
     complete: list[float] = field(default_factory=list)  # ms, last fragment of the push
@@ -585,7 +581,7 @@ class Row:
     connected: int = 0
 
     def variant(self) -> str:
-        parts = ([self.patch] if self.patch else []) + (["split"] if self.split else [])
+        parts = ["split"] if self.split else []
         return "+".join(parts) or "product"
 
     def summary(self) -> dict[str, Any]:
@@ -594,7 +590,6 @@ class Row:
 
         return {
             "path": self.path,
-            "server_patch": self.patch,
             "split": self.split,
             "workers": self.workers,
             "screens": self.screens,
@@ -901,11 +896,10 @@ class Bench:
         url = f"ws://127.0.0.1:{port}/ws/boards/{BOARD_SLUG}/?kiosk={self.token}"
         origin = f"http://127.0.0.1:{port}"
         print(
-            f"\n== uvicorn --workers {workers} on 127.0.0.1:{port}"
-            + (f" (bench patch: {args.server_patch})" if args.server_patch else ""),
+            f"\n== uvicorn --workers {workers} on 127.0.0.1:{port}",
             flush=True,
         )
-        server = start_server(workers, port, self.env, args.server_patch)
+        server = start_server(workers, port, self.env)
         generators: LoadGenerators | None = None
         try:
             if not self.origin_checked:
@@ -947,7 +941,6 @@ class Bench:
                 )
                 for path in args.paths:
                     row = Row(path=path, workers=workers, screens=screens)
-                    row.patch = args.server_patch
                     row.split = args.split and path == "direct"
                     row.rss_connected = rss_connected
                     row.connected = grown["total"]
@@ -1280,12 +1273,6 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="direct path: one message per changed fragment (emulates the unjoined publish)",
     )
-    parser.add_argument(
-        "--server-patch",
-        default="",
-        help="experiment, not the product: kioskcache, sharedredis, noclose, joined with + "
-        "(see build_patched_application)",
-    )
     parser.add_argument("--redis-db", type=int, default=12)
     parser.add_argument(
         "--database",
@@ -1379,87 +1366,3 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     return 0
-
-
-def build_patched_application(patches: str) -> Any:
-    """The product's ASGI application with bench-only experiments applied (not the product).
-
-    - ``noclose``: consumers skip channels' ``aclose_old_connections()`` before each handled
-      message (channels 4.2+ runs it, through the one thread_sensitive executor thread, for
-      every ``board.update`` delivered to every screen; ``board_update`` touches no database).
-    - ``sharedredis``: ``LiveConsumer._register`` uses one Redis client per process and event
-      loop instead of a new client and TCP connection per screen, per heartbeat.
-    - ``kioskcache``: the heartbeat's kiosk-token check (``_kiosk_still_valid``, one database
-      connection and query per kiosk screen per heartbeat) is answered from a per-process
-      cache for one heartbeat period, i.e. one query per board and token per process.
-    """
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "slaboard.settings")
-    from slaboard.asgi import application  # sets Django up
-
-    names = set(patches.split("+"))
-    unknown = names - {"noclose", "sharedredis", "kioskcache"}
-    if unknown:
-        raise SystemExit(f"unknown --server-patch {sorted(unknown)}")
-    if "noclose" in names:
-        import channels.consumer
-
-        async def skip_close_old_connections() -> None:
-            return None
-
-        channels.consumer.aclose_old_connections = skip_close_old_connections
-    if "sharedredis" in names:
-        import redis.asyncio as aioredis
-        from django.conf import settings
-
-        from dashboard import consumers
-
-        clients: dict[Any, Any] = {}
-
-        async def register(self: Any) -> None:
-            loop = asyncio.get_running_loop()
-            client = clients.get(loop)
-            if client is None:
-                client = clients[loop] = aioredis.Redis.from_url(
-                    settings.REDIS_URL, socket_timeout=2
-                )
-            try:
-                await client.zadd(consumers.key("live"), {self.group: time.time()})
-            except Exception as error:
-                consumers.log.warning("could not register live group %s: %s", self.group, error)
-
-        consumer_class: Any = consumers.LiveConsumer  # patched through Any: code may change
-        consumer_class._register = register
-    if "kioskcache" in names:
-        from django.conf import settings as live_settings
-
-        from dashboard import consumers as live
-
-        period = float(
-            getattr(live_settings, "HEARTBEAT_SECONDS", getattr(live, "HEARTBEAT_SECONDS", 15))
-        )
-        original = getattr(live.LiveConsumer, "_kiosk_still_valid", None)
-        if original is not None:
-            verdicts: dict[tuple[int, str], tuple[float, bool]] = {}
-
-            def kiosk_still_valid(self: Any) -> bool:
-                # One database check per (board, token) per process per heartbeat period.
-                key = self.kiosk
-                cached = verdicts.get(key)
-                if cached is not None and time.monotonic() - cached[0] < period:
-                    return cached[1]
-                verdict = bool(original(self))
-                verdicts[key] = (time.monotonic(), verdict)
-                return verdict
-
-            live_class: Any = live.LiveConsumer
-            live_class._kiosk_still_valid = kiosk_still_valid
-    return application
-
-
-if __name__ != "__main__" and os.environ.get("BENCH_PUSH_PATCH"):
-    # Imported by uvicorn as bench.bench_push:patched_application (--server-patch).
-    patched_application = build_patched_application(os.environ["BENCH_PUSH_PATCH"])
-
-
-if __name__ == "__main__":
-    sys.exit(main())
