@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from dashboard.models import Board
-from tickets.models import Ticket
+from tickets.models import Ticket, TicketQuerySet
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,26 @@ def is_signed_in(user: Any) -> bool:
     return user is not None and user.is_authenticated and user.is_active
 
 
+def visible_boards(user: Any) -> QuerySet[Board]:
+    """The boards a signed-in user may open: all of them for your own staff; for a partner's
+    user, the boards that show every partner (scoped to theirs) or include their partner."""
+    if not is_signed_in(user):
+        return Board.objects.none()
+    boards = Board.objects.all()
+    if user.partner_id is not None:
+        boards = boards.filter(Q(partners=None) | Q(partners=user.partner_id)).distinct()
+    return boards
+
+
 def board_viewer(board: Board, user: Any, kiosk: str) -> Viewer | None:
-    """Who watches ``board``: a signed-in user in their own scope, or anyone holding the
-    board's current kiosk secret (everything the board shows, read-only); None: nobody."""
+    """Who watches ``board``: a signed-in user who may open it, in their own scope, or anyone
+    holding the board's current kiosk secret (everything the board shows, read-only); None:
+    nobody."""
     if is_signed_in(user):
+        if user.partner_id is not None:
+            partners = {p.pk for p in board.partners.all()}
+            if partners and user.partner_id not in partners:
+                return None
         return Viewer.for_user(user)
     if board.kiosk_matches(kiosk):
         return Viewer()
@@ -56,3 +72,24 @@ def queue_viewer(user: Any) -> Viewer | None:
     if is_signed_in(user) and user.has_perm("tickets.claim_ticket"):
         return Viewer.for_user(user)
     return None
+
+
+def visible_tickets(user: Any) -> TicketQuerySet:
+    """The tickets a user may open (the ticket page, its live updates): their scope."""
+    if not is_signed_in(user):
+        return Ticket.objects.none()
+    return Ticket.objects.visible_to(user)
+
+
+def may_work(user: Any) -> bool:
+    """Agents and managers take tickets and record what they do on them."""
+    return is_signed_in(user) and user.has_perm("tickets.claim_ticket")
+
+
+def may_take_over(user: Any) -> bool:
+    """Managers take over and reassign claimed tickets."""
+    return is_signed_in(user) and user.has_perm("tickets.take_over_ticket")
+
+
+def may_see_reports(user: Any) -> bool:
+    return is_signed_in(user) and user.has_perm("dashboard.view_reports")

@@ -15,8 +15,8 @@ class DashboardConfig(AppConfig):
         from dashboard.publish import mark_dirty
         from tickets.signals import tickets_changed
 
-        def on_tickets_changed(sender: Any, **kwargs: Any) -> None:
-            mark_dirty()
+        def on_tickets_changed(sender: Any, ticket_ids: Any = None, **kwargs: Any) -> None:
+            mark_dirty(ticket_ids)
 
         tickets_changed.connect(
             on_tickets_changed, dispatch_uid="dashboard.publish.mark_dirty", weak=False

@@ -20,15 +20,17 @@ from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from dashboard.access import Viewer, board_viewer, is_signed_in, queue_viewer
+from dashboard.access import Viewer, board_viewer, is_signed_in, queue_viewer, visible_tickets
 from dashboard.boards import (
     board_group,
     queue_group,
     render_board_fragments,
-    render_queue_fragments,
+    render_ticket_fragments,
+    ticket_group,
 )
 from dashboard.models import Board
 from dashboard.publish import (
+    QUEUE_CHANGED,
     board_version,
     cached_snapshot,
     change_count,
@@ -40,6 +42,7 @@ from dashboard.publish import (
     store_snapshot,
 )
 from policies.engine import evaluated_until
+from tickets.models import Ticket
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +149,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
     group: str | None = None
     kiosk: tuple[int, str] | None = None  # (board id, token) when watching through a kiosk link
     board: Board | None = None
+    ticket_id: int | None = None
     viewer: Viewer | None = None
     beating: Heartbeats | None = None
 
@@ -199,7 +203,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
         query = parse_qs(self.scope.get("query_string", b"").decode())
         kiosk = (query.get("kiosk") or [""])[0]
         user = self.scope.get("user")
-        group = await database_sync_to_async(self._access)(kwargs.get("slug"), user, kiosk)
+        group = await database_sync_to_async(self._access)(
+            kwargs.get("slug"), kwargs.get("pk"), user, kiosk
+        )
         await self.accept()
         if group is None:
             await self.close(code=FORBIDDEN)
@@ -217,19 +223,31 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if self.kiosk is not None:  # hears of the link being rotated or revoked
             with contextlib.suppress(Exception):
                 await self.channel_layer.group_add(kiosk_group(self.kiosk[0]), self.channel_name)
-        fragments = await self._cached_snapshot()
-        if fragments is None:
-            fragments = await database_sync_to_async(self._render_snapshot)()
-        await self.send(text_data="".join(fragments.values()))
+        if self.board is not None:
+            fragments = await self._cached_snapshot()
+            if fragments is None:
+                fragments = await database_sync_to_async(self._render_snapshot)()
+            snapshot = "".join(fragments.values())
+        elif self.ticket_id is not None:  # the page may be older than this socket
+            snapshot = await database_sync_to_async(self._render_ticket)()
+        else:  # a queue: its list is the page's; after a reconnect it refreshes
+            snapshot = QUEUE_CHANGED.format("connect")
+        await self.send(text_data=snapshot)
         self.beating = heartbeats(self.channel_layer)
         self.beating.join(group, self.channel_name)
 
-    def _access(self, slug: str | None, user: Any, kiosk: str) -> str | None:
-        """The group this socket may watch, or None. Sets ``viewer`` (and ``board``)."""
+    def _access(self, slug: str | None, pk: int | None, user: Any, kiosk: str) -> str | None:
+        """The group this socket may watch, or None. Sets ``viewer`` (and ``board`` or
+        ``ticket_id``)."""
+        if pk is not None:  # a ticket page
+            if not visible_tickets(user).filter(pk=pk).exists():
+                return None
+            self.ticket_id = pk
+            return ticket_group(pk)
         if slug is None:  # the agent queue
             self.viewer = queue_viewer(user)
             return None if self.viewer is None else queue_group(self.viewer)
-        board = Board.objects.filter(slug=slug).first()
+        board = Board.objects.prefetch_related("partners").filter(slug=slug).first()
         if board is None:
             return None
         viewer = board_viewer(board, user, kiosk)
@@ -254,6 +272,16 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return None
         return snapshot_from(stored, int(count) if count else 0, board_version(self.board))
 
+    def _render_ticket(self) -> str:
+        ticket = (
+            Ticket.objects.select_related("partner", "customer", "assignee")
+            .filter(pk=self.ticket_id)
+            .first()
+        )
+        if ticket is None:
+            return ""
+        return "".join(render_ticket_fragments(ticket, timezone.now()).values())
+
     def _render_snapshot(self) -> dict[str, str]:
         """Render the group's fragments (and keep them for the next screens to connect)."""
         assert self.group is not None and self.viewer is not None
@@ -267,10 +295,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
             log.warning("snapshot cache unavailable: %s", error)
             count = None
         now = timezone.now()
-        if self.board is None:
-            fragments = render_queue_fragments(self.viewer, now)
-        else:
-            fragments = render_board_fragments(self.board, self.viewer, now, evaluated_until())
+        assert self.board is not None
+        fragments = render_board_fragments(self.board, self.viewer, now, evaluated_until())
         if count is not None:
             with contextlib.suppress(Exception):
                 store_snapshot(redis_client(), self.group, count, version, fragments)

@@ -10,7 +10,7 @@ from django.db import models
 from django.db.models import Q
 from django.urls import reverse
 
-from tickets.models import CustomerTier, Priority, TicketKind
+from tickets.models import CustomerTier, Priority, TicketKind, validate_timezone
 
 
 class Board(models.Model):
@@ -29,6 +29,14 @@ class Board(models.Model):
     teams = models.JSONField(
         default=list, blank=True, help_text="Team names (assignment groups). Empty = any team."
     )
+    display_timezone = models.CharField(
+        "display time zone",
+        max_length=64,
+        blank=True,
+        validators=[validate_timezone],
+        help_text="Times on the board, and when 'today' and 'this month' start. Empty = the "
+        "partner's zone when the board shows one partner, else the site's (TIME_ZONE).",
+    )
     kiosk_token = models.CharField(
         max_length=64,
         blank=True,
@@ -38,6 +46,7 @@ class Board(models.Model):
 
     class Meta:
         ordering = ["name"]
+        permissions = [("view_reports", "Can see SLA reports of every partner in scope")]
 
     def __str__(self) -> str:
         return self.name

@@ -15,7 +15,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+from collections.abc import Iterable
 from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, cast
 
 import redis
@@ -24,10 +27,16 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from dashboard.access import Viewer
-from dashboard.boards import render_board_fragments, render_queue_fragments
+from dashboard.boards import (
+    render_board_fragments,
+    render_queue_rows,
+    render_ticket_fragments,
+    rows_for_tickets,
+)
 from dashboard.models import Board
 from policies.engine import evaluated_until
 from slaboard.celery import app as celery_app
+from tickets.models import Ticket
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +64,10 @@ SNAPSHOT_SECONDS = 3600
 # "the next change schedules one" — every counted change is rendered by some later publish.
 _MARK_DIRTY = """
 redis.call('INCR', KEYS[1])
+if #ARGV > 1 then
+  redis.call('SADD', KEYS[3], unpack(ARGV, 2))
+  redis.call('EXPIRE', KEYS[3], 3600)
+end
 local state = redis.call('GET', KEYS[2])
 if not state then
   redis.call('SET', KEYS[2], 'queued', 'PX', ARGV[1])
@@ -75,6 +88,12 @@ if tonumber(redis.call('GET', KEYS[1]) or '0') == tonumber(ARGV[1]) then
 end
 redis.call('SET', KEYS[2], 'queued', 'PX', ARGV[3])
 return 1
+"""
+# The tickets changed since the last publish, taken by the publish that renders them.
+_TAKE_CHANGED = """
+local ids = redis.call('SMEMBERS', KEYS[1])
+redis.call('DEL', KEYS[1])
+return ids
 """
 # Keep a group's snapshot only if it is at least as new as the one stored.
 _STORE_SNAPSHOT = """
@@ -98,9 +117,12 @@ def redis_client() -> redis.Redis:
     return _client
 
 
-def mark_dirty() -> None:
+def mark_dirty(ticket_ids: Iterable[int] | None = None) -> None:
     """Count a committed change and make sure a publish will render it. Never raises: Redis
     loss may delay screens, never a write.
+
+    ``ticket_ids`` (the tickets the change touched, if known) are kept in ``changed`` for the
+    publish: their queue rows and ticket pages are rendered and pushed.
 
     Leading edge: the first change in a quiet period publishes at once. Changes while a
     publish is scheduled or running are only counted — that publish publishes once more
@@ -108,7 +130,10 @@ def mark_dirty() -> None:
     publishes, not 10 000.
     """
     try:
-        answer = redis_client().eval(_MARK_DIRTY, 2, key("dirty"), key("publish:state"), QUEUED_MS)
+        ids = sorted(ticket_ids or ())
+        answer = redis_client().eval(
+            _MARK_DIRTY, 3, key("dirty"), key("publish:state"), key("changed"), QUEUED_MS, *ids
+        )
         delay_ms = int(cast(int, answer))
     except Exception as error:  # Redis down: screens catch up after the next tick
         log.warning("could not schedule a publish: %s", error)
@@ -172,23 +197,36 @@ def live_groups(now: datetime) -> list[str]:
 
 
 def group_board_id(group: str) -> int | None:
-    """The board a group shows (``board-<id>-<viewer>``), None for a queue group."""
+    """The board a group shows (``board-<id>-<viewer>``), None for other groups."""
     kind, _, rest = group.partition("-")
     return int(rest.partition("-")[0]) if kind == "board" else None
 
 
+@lru_cache(maxsize=1)
+def fragments_digest() -> str:
+    """A digest of the fragment templates: a release that changes them does not serve the
+    snapshots the previous release rendered (every process of one release agrees on it)."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    folder = Path(settings.BASE_DIR) / "templates" / "dashboard" / "fragments"
+    for path in sorted(folder.glob("*.html")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def board_version(board: Board | None) -> str:
-    """What a snapshot must match besides the change count: the board's last edit."""
-    return board.updated_at.isoformat() if board is not None else ""
+    """What a snapshot must match besides the change count: the board's last edit, and the
+    templates it was rendered with."""
+    edited = board.updated_at.isoformat() if board is not None else ""
+    return f"{edited}:{fragments_digest()}"
 
 
 def render_group(
     group: str, now: datetime, boards: dict[int, Board], evaluated_at: datetime | None = None
 ) -> dict[str, str] | None:
-    """The fragments a group's screens should show, or None if the board is gone."""
+    """The fragments a board group's screens should show, or None if the board is gone."""
     kind, _, rest = group.partition("-")
-    if kind == "queue":
-        return render_queue_fragments(Viewer.from_key(rest), now)
+    if kind != "board":
+        return None
     board_id, _, viewer_key = rest.partition("-")
     board = boards.get(int(board_id))
     if board is None:
@@ -196,22 +234,76 @@ def render_group(
     return render_board_fragments(board, Viewer.from_key(viewer_key), now, evaluated_at)
 
 
-def publish(*, now: datetime, version: int | None = None) -> int:
-    """Push changed fragments to every live group; return how many messages were sent.
+def take_changed() -> set[int]:
+    """The tickets changed since the last publish (and forget them)."""
+    ids = cast(list[bytes], redis_client().eval(_TAKE_CHANGED, 1, key("changed")))
+    return {int(pk) for pk in ids}
 
-    ``version`` is the change count read before anything was rendered (read here if not
-    given); it stamps the snapshots stored for connecting screens.
+
+QUEUE_CHANGED = '<span id="queue-changed" hidden data-version="{}"></span>'
+
+
+def queue_messages(
+    groups: list[str], changed: set[int], now: datetime, version: int
+) -> list[tuple[str, str]]:
+    """For each live queue group: the rows of its changed tickets (each replaces the row with
+    the same id on screens that show it) and a marker that the list itself may have changed
+    (a screen refreshes its view when the agent is not using it). Rows rendered once."""
+    rows = rows_for_tickets(changed, now) if changed else []
+    marker = QUEUE_CHANGED.format(version)
+    messages = []
+    for group in groups:
+        viewer = Viewer.from_key(group.removeprefix("queue-"))
+        mine = [r for r in rows if viewer.partner_id in (None, r.ticket.partner_id)]
+        messages.append((group, render_queue_rows(mine, now) + marker))
+    return messages
+
+
+def ticket_messages(groups: list[str], changed: set[int], now: datetime) -> list[tuple[str, str]]:
+    """For each live ticket page whose ticket changed: its fragments, rendered once."""
+    wanted = {int(g.removeprefix("ticket-")): g for g in groups}
+    ids = set(wanted) & changed
+    if not ids:
+        return []
+    tickets = Ticket.objects.select_related("partner", "customer", "assignee").filter(pk__in=ids)
+    return [(wanted[t.pk], "".join(render_ticket_fragments(t, now).values())) for t in tickets]
+
+
+def publish(*, now: datetime, version: int | None = None) -> int:
+    """Push what changed to every live group; return how many messages were sent.
+
+    Boards: changed fragments (compared with what was last sent). Queues: the rows of the
+    tickets changed since the last publish, and a marker that their lists may have changed.
+    Ticket pages: their fragments when their ticket changed. ``version`` is the change count
+    read before anything was rendered (read here if not given); it stamps the snapshots
+    stored for connecting board screens.
     """
     client = redis_client()
     if version is None:
         version = change_count()
+    changed = take_changed()
+    try:
+        return _publish(now, version, changed)
+    except Exception:
+        if changed:  # rendered by the next publish instead
+            with contextlib.suppress(redis.RedisError):
+                client.sadd(key("changed"), *changed)
+        raise
+
+
+def _publish(now: datetime, version: int, changed: set[int]) -> int:
+    client = redis_client()
     groups = live_groups(now)
     if not groups:
         return 0
+    board_groups = [g for g in groups if g.startswith("board-")]
+    messages: list[tuple[str, str]] = []
+    messages += queue_messages([g for g in groups if g.startswith("queue-")], changed, now, version)
+    messages += ticket_messages([g for g in groups if g.startswith("ticket-")], changed, now)
     boards = {b.pk: b for b in Board.objects.prefetch_related("partners")}
     evaluated_at = evaluated_until()
     rendered: list[tuple[str, dict[str, str]]] = []
-    for group in groups:
+    for group in board_groups:
         fragments = render_group(group, now, boards, evaluated_at)
         if fragments is not None:
             rendered.append((group, fragments))
@@ -220,27 +312,27 @@ def publish(*, now: datetime, version: int | None = None) -> int:
         reading.hgetall(key("sent:" + group))
     stored_digests = cast(list[dict[bytes, bytes]], reading.execute())
     writing = client.pipeline(transaction=False)
-    messages: list[tuple[str, str]] = []
     beat_ms = max(1, int(settings.HEARTBEAT_SECONDS * 900))
     for (group, fragments), stored in zip(rendered, stored_digests, strict=True):
         sent = {k.decode(): v.decode() for k, v in stored.items()}
-        changed: dict[str, str] = {}
+        changed_parts: dict[str, str] = {}
         parts = []
         for name, html in fragments.items():
             digest = hashlib.sha1(html.encode(), usedforsecurity=False).hexdigest()
             if sent.get(name) != digest:
-                changed[name] = digest
+                changed_parts[name] = digest
                 parts.append(html)
         board_id = group_board_id(group)
         board = boards.get(board_id) if board_id is not None else None
         store_snapshot(writing, group, version, board_version(board), fragments)
-        if changed:
+        if changed_parts:
             # One message per group: fan-out costs per delivered message, not per byte.
             messages.append((group, "".join(parts)))
-            writing.hset(key("sent:" + group), mapping=changed)
+            writing.hset(key("sent:" + group), mapping=changed_parts)
             writing.expire(key("sent:" + group), SNAPSHOT_SECONDS)
-            # Screens just heard from us: the heartbeat can skip this group for a period.
-            writing.set(key("beat:" + group), "push", px=beat_ms)
+    for group, _ in messages:
+        # Screens just heard from us: the heartbeat can skip this group for a period.
+        writing.set(key("beat:" + group), "push", px=beat_ms)
     writing.execute()
     if messages:
         send_batch(messages)

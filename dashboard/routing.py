@@ -9,4 +9,5 @@ from dashboard.consumers import LiveConsumer
 websocket_urlpatterns = [
     path("ws/boards/<slug:slug>/", LiveConsumer.as_asgi()),
     path("ws/queue/", LiveConsumer.as_asgi()),
+    path("ws/tickets/<int:pk>/", LiveConsumer.as_asgi()),
 ]

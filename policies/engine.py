@@ -25,8 +25,10 @@ from policies.models import (
     BUCKET_RANK,
     Bucket,
     Calendar,
+    ClockStatus,
     Policy,
     ReopenBehaviour,
+    Rescue,
     SLAClock,
     TickWatermark,
 )
@@ -260,6 +262,8 @@ class ClockPlan:
     due_changes: list[tuple[str, int, datetime | None, datetime | None]] = field(
         default_factory=list
     )
+    # Clocks that turn met now after a claim made while they were orange or red.
+    rescues: list[Rescue] = field(default_factory=list)
 
 
 def plan_clocks(
@@ -273,12 +277,17 @@ def plan_clocks(
 ) -> ClockPlan:
     """The changes that make ``existing`` (the ticket's stored clocks) equal the projection of
     ``events`` at ``now``. No query beyond the resolver's lookups."""
+    events = list(events)
     results = compute_clocks(ticket_history(ticket, events), resolver, now)
     stored = {(c.metric, c.cycle): c for c in existing}
     plan = ClockPlan(ticket=ticket, now=now, cause=cause)
     for result in results:
         values = clock_values(result)
         clock = stored.pop((result.metric, result.cycle), None)
+        if result.status == ClockStatus.MET and (clock is None or clock.status != ClockStatus.MET):
+            rescue = _rescue(ticket, events, result)
+            if rescue is not None:
+                plan.rescues.append(rescue)
         if clock is None:
             clock = SLAClock(
                 ticket_id=ticket.pk,
@@ -304,6 +313,37 @@ def plan_clocks(
             plan.worse.append((clock, before))
     plan.delete = list(stored.values())
     return plan
+
+
+RESCUABLE = frozenset({Bucket.ORANGE, Bucket.RED})
+
+
+def _rescue(ticket: Ticket, events: list[TicketEvent], result: ClockResult) -> Rescue | None:
+    """The rescue of a clock met just now, if whoever held the ticket when it was met had
+    claimed it while this clock was orange or red (the claim recorded what it saw)."""
+    assert result.met_at is not None
+    claim: TicketEvent | None = None
+    for event in sorted(events, key=lambda e: (e.at, e.pk or 0)):
+        if event.at > result.met_at:
+            break
+        if event.kind == EventKind.CLAIMED:
+            claim = event
+        elif event.kind in (EventKind.RELEASED, EventKind.ASSIGNED):
+            claim = None
+    if claim is None or claim.user_id is None:
+        return None
+    seen = (claim.payload or {}).get("buckets", {}).get(f"{result.metric}:{result.cycle}")
+    if seen not in RESCUABLE:
+        return None
+    return Rescue(
+        ticket_id=ticket.pk,
+        metric=result.metric,
+        cycle=result.cycle,
+        user_id=claim.user_id,
+        claimed_at=claim.at,
+        claimed_bucket=seen,
+        met_at=result.met_at,
+    )
 
 
 def apply_plans(plans: Iterable[ClockPlan], *, notify: bool = True) -> SyncReport:
@@ -344,12 +384,17 @@ def apply_plans(plans: Iterable[ClockPlan], *, notify: bool = True) -> SyncRepor
     ]
     if annotations:
         TicketEvent.objects.bulk_create(annotations, batch_size=2000)
+    rescues = [rescue for plan in plans for rescue in plan.rescues]
+    if rescues:
+        Rescue.objects.bulk_create(rescues, ignore_conflicts=True)
     report.created, report.updated, report.deleted = len(create), len(update), len(delete)
     report.due_changes = [
         (plan.ticket.pk, *change) for plan in plans for change in plan.due_changes
     ]
     if report.changed:
-        tickets_changed_on_commit()
+        tickets_changed_on_commit(
+            plan.ticket.pk for plan in plans if plan.create or plan.update or plan.delete
+        )
     return report
 
 

@@ -16,6 +16,7 @@ from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 
 from dashboard.models import Board
+from dashboard.roles import ensure_roles
 from policies.models import (
     Calendar,
     Holiday,
@@ -44,12 +45,13 @@ from tickets.models import (
 DEMO_SOURCE = "demo"
 DEMO_PASSWORD = "slaboard-demo"  # printed by the run command; local demo only
 DEMO_USERS = [
-    # username, partner name or None, is_superuser
-    ("admin", None, True),
-    ("alice", None, False),
-    ("bob", None, False),
-    ("nina", "Nordlicht IT", False),
-    ("diego", "Andes Soporte", False),
+    # username, partner name or None, role (a group from the roles migration)
+    ("admin", None, "Admins"),
+    ("alice", None, "Managers"),  # the support manager
+    ("bob", None, "Agents"),
+    ("chen", None, "Agents"),
+    ("nina", "Nordlicht IT", "Agents"),  # a partner's agent: sees only Nordlicht IT
+    ("diego", "Andes Soporte", "Managers"),  # a partner's team lead
 ]
 
 
@@ -61,13 +63,14 @@ class SeedReport:
     policies: int = 0
     users: int = 0
     tickets: int = 0
+    live: int = 0  # tickets placed at this very moment (``_live_scenes``)
     events: int = 0
 
     def __str__(self) -> str:
         return (
             f"created {self.partners} partners, {self.customers} customers, "
             f"{self.calendars} calendars, {self.policies} policies, {self.users} users, "
-            f"{self.tickets} tickets with {self.events} events"
+            f"{self.tickets} tickets (and {self.live} live ones) with {self.events} events"
         )
 
 
@@ -245,25 +248,27 @@ def _ensure_policies(calendars: dict[str, Calendar], report: SeedReport) -> None
 
 
 def _ensure_users(partners: dict[str, Partner], report: SeedReport) -> dict[str, User]:
-
-    agents, _ = Group.objects.get_or_create(name="Agents")
-    agents.permissions.add(Permission.objects.get(codename="claim_ticket"))
+    """The demo's people, each in a role. Only the admin has staff status (the Django admin);
+    everyone else signs in on the product's own pages."""
+    ensure_roles(Group, Permission)  # the roles migration's groups (again, if flushed)
     users = {}
-    for username, partner_name, superuser in DEMO_USERS:
+    for username, partner_name, role in DEMO_USERS:
         user = User.objects.filter(username=username).first()
         if user is None:
             user = User(
                 username=username,
                 email=f"{username}@example.com",
                 first_name=username.capitalize(),
-                is_staff=True,
-                is_superuser=superuser,
+                is_staff=role == "Admins",
+                is_superuser=role == "Admins",
                 partner=partners[partner_name] if partner_name else None,
             )
             user.set_password(DEMO_PASSWORD)
             user.save()
-            user.groups.add(agents)
             report.users += 1
+        group = Group.objects.filter(name=role).first()
+        if group is not None:
+            user.groups.add(group)
         users[username] = user
     return users
 
@@ -308,7 +313,7 @@ def seed_demo(*, now: datetime, tickets: int = 300, seed: int = 7) -> SeedReport
         users = _ensure_users(partners, report)
         _ensure_boards(partners)
     existing = set(Ticket.objects.filter(source=DEMO_SOURCE).values_list("external_id", flat=True))
-    agents = list(users.values())
+    agents = [user for name, user in users.items() if name != "admin"]
     partner_list = list(partners.values())
     for number in range(1, tickets + 1):
         plan = _plan_ticket(rng, now, partner_list, customers, agents)
@@ -318,6 +323,14 @@ def seed_demo(*, now: datetime, tickets: int = 300, seed: int = 7) -> SeedReport
         with transaction.atomic():
             report.events += _create_demo_ticket(external_id, plan, now)
             report.tickets += 1
+    if tickets:
+        for number, plan in enumerate(_live_scenes(now, partners, customers, users), start=1):
+            external_id = f"DEMO-L{number:02d}"
+            if external_id in existing:
+                continue
+            with transaction.atomic():
+                report.events += _create_demo_ticket(external_id, plan, now)
+                report.live += 1
     # After the tickets: rules notify transitions from now on, not the demo's past breaches.
     _ensure_notification_rules(users)
     return report
@@ -368,6 +381,33 @@ class _TicketPlan:
     steps: list[tuple[timedelta, str, dict[str, object], str, User | None]]
 
 
+#: The demo team meets most targets: on time this often, late otherwise.
+ON_TIME = 0.9
+LEAD_FIRST_RESPONSE = timedelta(minutes=5)
+
+
+def _when(rng: random.Random, target: timedelta) -> float:
+    """Minutes after the clock starts that the team does it: mostly well within ``target``
+    (its business time is never more than the wall time, so within is on time), sometimes
+    late."""
+    share = rng.uniform(0.15, 0.85) if rng.random() < ON_TIME else rng.uniform(1.05, 1.8)
+    return target.total_seconds() / 60 * share
+
+
+def _bucket_seen(minutes: float, target: timedelta) -> str:
+    """Roughly what an agent claiming at ``minutes`` saw (the seed writes claims directly)."""
+    share = minutes * 60 / target.total_seconds()
+    return (
+        "red"
+        if share >= 1
+        else "orange"
+        if share >= 0.75
+        else "yellow"
+        if share >= 0.5
+        else "green"
+    )
+
+
 def _plan_ticket(
     rng: random.Random,
     now: datetime,
@@ -375,7 +415,9 @@ def _plan_ticket(
     customers: list[Customer],
     agents: list[User],
 ) -> _TicketPlan:
-    """Draw one ticket and its history. Drawn for every number so reruns stay in step."""
+    """Draw one ticket and its history: a team that mostly meets its targets, so a few tickets
+    are at risk and a few breached at any moment. Drawn for every number so reruns stay in
+    step."""
     kind = rng.choices(
         [TicketKind.INCIDENT, TicketKind.SERVICE_REQUEST, TicketKind.LEAD, TicketKind.INQUIRY],
         weights=[55, 25, 8, 12],
@@ -385,50 +427,58 @@ def _plan_ticket(
     )[0]
     partner = rng.choice(partners)
     agent_pool = [a for a in agents if a.partner_id in (None, partner.pk)]
+    agent = rng.choice(agent_pool)
+    _, first, plan, resolve = PRIORITY_TARGETS[priority]
+    if kind == TicketKind.LEAD:
+        first = LEAD_FIRST_RESPONSE
     # Most tickets are recent; a tail reaches back a few days.
-    age = timedelta(minutes=min(rng.expovariate(1 / 600), 5 * 24 * 60) + 1)
+    if rng.random() < 0.75:
+        age = timedelta(minutes=min(rng.expovariate(1 / 600), 5 * 24 * 60) + 1)
+    else:
+        age = timedelta(minutes=rng.uniform(24 * 60, 5 * 24 * 60))
     opened_at = (now - age).replace(microsecond=0)
+    age_minutes = age.total_seconds() / 60
     steps: list[tuple[timedelta, str, dict[str, object], str, User | None]] = []
-    elapsed = timedelta(0)
 
-    def step(after_minutes: float, kind_: str, payload: dict[str, object], actor: str) -> bool:
-        nonlocal elapsed
-        elapsed += timedelta(minutes=after_minutes)
-        if elapsed >= age:
-            return False
-        user = rng.choice(agent_pool) if actor == ActorKind.HUMAN else None
-        steps.append((elapsed, kind_, payload, actor, user))
+    def at(minutes: float, kind_: str, payload: dict[str, object], actor: str) -> bool:
+        if minutes >= age_minutes:
+            return False  # not happened yet
+        user = agent if actor == ActorKind.HUMAN else None
+        steps.append((timedelta(minutes=minutes), kind_, payload, actor, user))
         return True
 
     if rng.random() < 0.5:
-        step(0.2, EventKind.REPLIED, {"text": "We received your request."}, ActorKind.AUTO_ACK)
-    if rng.random() < 0.7 and step(rng.expovariate(1 / 45), EventKind.REPLIED, {}, "human"):
-        if rng.random() < 0.5:
-            step(rng.expovariate(1 / 90), EventKind.PLAN_SENT, {}, ActorKind.HUMAN)
-        if rng.random() < 0.25:
-            step(
-                rng.expovariate(1 / 60),
-                EventKind.STATUS_CHANGED,
-                {"status": TicketStatus.WAITING_ON_CUSTOMER.value},
-                ActorKind.HUMAN,
-            )
-            if rng.random() < 0.5:
-                step(
-                    rng.expovariate(1 / 120),
-                    EventKind.STATUS_CHANGED,
-                    {"status": TicketStatus.OPEN.value},
-                    ActorKind.HUMAN,
-                )
-        if rng.random() < 0.08:
+        at(0.2, EventKind.REPLIED, {"text": "We received your request."}, ActorKind.AUTO_ACK)
+    reply = _when(rng, first)
+    if rng.random() < 0.06:  # fell through the cracks: nobody has answered it yet
+        reply = max(age_minutes + rng.uniform(10, 240), first.total_seconds() / 60 * 2.5)
+    roll = rng.random()
+    if roll < 0.1:  # someone grabs it early
+        claim = reply * rng.uniform(0.05, 0.3)
+    elif roll < 0.6:
+        claim = reply * rng.uniform(0.6, 0.97)
+    else:  # grabbed and answered at once
+        claim = reply * 0.99
+    buckets = {"first_response:0": _bucket_seen(claim, first)}
+    at(claim, EventKind.CLAIMED, {"buckets": buckets}, ActorKind.HUMAN)
+    if at(reply, EventKind.REPLIED, {"text": "Looking into it now."}, ActorKind.HUMAN):
+        finish = _when(rng, resolve)
+        if rng.random() < 0.6:
+            at(min(_when(rng, plan), finish), EventKind.PLAN_SENT, {"text": "Plan: …"}, "human")
+        if rng.random() < 0.2:
+            wait = reply + (finish - reply) * rng.uniform(0.1, 0.6)
+            waiting = {"status": TicketStatus.WAITING_ON_CUSTOMER.value}
+            at(wait, EventKind.STATUS_CHANGED, waiting, ActorKind.HUMAN)
+            back = wait + rng.expovariate(1 / 90)
+            finish += back - wait  # paused time does not count
+            at(back, EventKind.STATUS_CHANGED, {"status": TicketStatus.OPEN.value}, "automation")
+        if rng.random() < 0.05:
             bumped = Priority.HIGH if priority != Priority.HIGH else Priority.CRITICAL
-            step(
-                rng.expovariate(1 / 60),
-                EventKind.PRIORITY_CHANGED,
-                {"priority": bumped.value},
-                ActorKind.HUMAN,
-            )
-        if rng.random() < 0.12:
-            step(rng.expovariate(1 / 240), EventKind.RESOLVED, {}, ActorKind.HUMAN)
+            change = reply + (finish - reply) * rng.random()
+            at(change, EventKind.PRIORITY_CHANGED, {"priority": bumped.value}, ActorKind.HUMAN)
+        if at(max(finish, reply + 1), EventKind.RESOLVED, {}, ActorKind.HUMAN):
+            at(finish + rng.uniform(60, 600), EventKind.CLOSED, {}, ActorKind.AUTOMATION)
+    steps.sort(key=lambda step: step[0])
     return _TicketPlan(
         partner=partner,
         customer=rng.choice(customers),
@@ -439,6 +489,105 @@ def _plan_ticket(
         opened_at=opened_at,
         steps=steps,
     )
+
+
+def _live_scenes(
+    now: datetime,
+    partners: dict[str, Partner],
+    customers: list[Customer],
+    users: dict[str, User],
+) -> list[_TicketPlan]:
+    """A few around-the-clock tickets placed at the seed's ``now`` so that the board opens on
+    a live moment whatever the day and hour: each clock colour in each metric, some claimed,
+    some not (critical tickets and leads run 24×7, so their colours do not depend on office
+    hours)."""
+    noc, acme = partners["Internal NOC"], partners["Acme Managed Services"]
+    bob, chen = users["bob"], users["chen"]
+    human, minute = ActorKind.HUMAN, timedelta(minutes=1)
+    replied = (5 * minute, EventKind.REPLIED, {"text": "On it."}, human, bob)
+    planned = (40 * minute, EventKind.PLAN_SENT, {"text": "Plan: fail over."}, human, bob)
+    scenes = [
+        # minutes ago, kind, priority, partner, subject, steps
+        (
+            11,
+            TicketKind.INCIDENT,
+            Priority.CRITICAL,
+            acme,
+            "Checkout returns 502 for EU customers",
+            [],
+        ),
+        (
+            8,
+            TicketKind.INCIDENT,
+            Priority.CRITICAL,
+            noc,
+            "Database replica lagging behind primary",
+            [
+                (
+                    2 * minute,
+                    EventKind.CLAIMED,
+                    {"buckets": {"first_response:0": "green"}},
+                    human,
+                    chen,
+                )
+            ],
+        ),
+        (3, TicketKind.LEAD, Priority.MEDIUM, acme, "Inbound lead: 24×7 monitoring contract", []),
+        (40, TicketKind.INCIDENT, Priority.CRITICAL, noc, "VPN tunnel to branch office down", []),
+        (
+            52,
+            TicketKind.INCIDENT,
+            Priority.CRITICAL,
+            acme,
+            "Payment webhook signatures rejected",
+            [(2 * minute, EventKind.CLAIMED, {"buckets": {}}, human, bob), replied],
+        ),
+        (
+            35,
+            TicketKind.INCIDENT,
+            Priority.CRITICAL,
+            noc,
+            "SSL certificate expired on api endpoint",
+            [(2 * minute, EventKind.CLAIMED, {"buckets": {}}, human, bob), replied],
+        ),
+        (
+            200,
+            TicketKind.INCIDENT,
+            Priority.CRITICAL,
+            noc,
+            "Backups failed overnight",
+            [(2 * minute, EventKind.CLAIMED, {"buckets": {}}, human, bob), replied, planned],
+        ),
+        (
+            130,
+            TicketKind.INCIDENT,
+            Priority.CRITICAL,
+            acme,
+            "Email delivery delayed by 30 minutes",
+            [(2 * minute, EventKind.CLAIMED, {"buckets": {}}, human, chen), replied, planned],
+        ),
+        (
+            290,
+            TicketKind.INCIDENT,
+            Priority.CRITICAL,
+            noc,
+            "Login page times out on mobile",
+            [replied, planned],
+        ),
+    ]
+    return [
+        _TicketPlan(
+            partner=partner,
+            customer=customers[number % len(customers)],
+            kind=kind,
+            priority=priority,
+            subject=subject,
+            team="Sales" if kind == TicketKind.LEAD else TEAMS[number % 4],
+            opened_at=(now - timedelta(minutes=ago)).replace(microsecond=0),
+            steps=steps,
+        )
+        for number, (ago, kind, priority, partner, subject, steps) in enumerate(scenes)
+    ]
 
 
 def _create_demo_ticket(external_id: str, plan: _TicketPlan, now: datetime) -> int:

@@ -200,7 +200,10 @@ def main() -> int:
 
     url_host = "localhost" if host in {"127.0.0.1", "0.0.0.0"} else host
     say(f"slaboard is starting at http://{url_host}:{port}/  (wall board: /boards/all/)")
-    say(f"Demo login: admin / {DEMO_PASSWORD}   (admin at http://{url_host}:{port}/admin/)")
+    say(
+        f"Demo login: alice / {DEMO_PASSWORD} (support manager; agents bob and chen, partner "
+        f"users nina and diego, admin for the admin at http://{url_host}:{port}/admin/)"
+    )
     say("Press Ctrl-C to stop everything.")
 
     exit_code = 0

@@ -45,6 +45,18 @@ def make_user(**fields: Any) -> User:
     return user
 
 
+def make_member(role: str = "Agents", **fields: Any) -> User:
+    """A user in one of the roles the migrations create: Agents, Managers or Admins."""
+    from django.contrib.auth.models import Group, Permission
+
+    from dashboard.roles import ensure_roles
+
+    ensure_roles(Group, Permission)  # a transactional test may have flushed the migration's
+    user = make_user(**fields)
+    user.groups.add(Group.objects.get(name=role))
+    return user
+
+
 def make_policy(**fields: Any) -> Policy:
     fields.setdefault("name", f"Policy {next(_seq)}")
     return Policy.objects.create(**fields)

@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "policies.models",
             "policies.models.*",
             "dashboard.models",
+            "dashboard.roles",
             "slaboard.forms",
             "*.migrations",
             "*.migrations.*",

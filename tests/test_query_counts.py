@@ -17,12 +17,7 @@ from django.utils import timezone
 
 from dashboard import publish
 from dashboard.access import Viewer
-from dashboard.boards import (
-    board_group,
-    queue_group,
-    render_board_fragments,
-    render_queue_fragments,
-)
+from dashboard.boards import board_group, queue_group, render_board_fragments
 from dashboard.models import Board
 from policies.actions import reevaluate_due_clocks
 from policies.engine import sync_many
@@ -30,6 +25,7 @@ from policies.models import Metric
 from tests.factories import (
     make_always_calendar,
     make_customer,
+    make_member,
     make_partner,
     make_rule,
     make_sla_policy,
@@ -61,7 +57,7 @@ def world(db: Any) -> dict[str, Any]:
     )
     make_rule()  # an active rule: the escalation lookups run too
     partners = [make_partner(), make_partner()]
-    agent = make_user(partner=partners[0])
+    agent = make_member("Agents", partner=partners[0])
     now = timezone.now()
 
     def add(count: int) -> None:
@@ -96,12 +92,31 @@ def test_a_board_renders_in_the_same_queries_for_5_or_40_open_tickets(world: dic
         assert many <= few  # fewer when the first buckets fill the at-risk list
 
 
-def test_the_queue_renders_in_the_same_queries_for_5_or_40_open_tickets(world: dict) -> None:
-    viewer, now = Viewer(world["partner"].pk), world["now"]
+@pytest.mark.parametrize("view", ["save", "breached", "mine", "waiting", "all"])
+def test_the_queue_renders_in_the_same_queries_for_5_or_40_open_tickets(
+    world: dict, view: str
+) -> None:
+    client = Client()
+    client.force_login(world["agent"])
     world["add"](5)
-    few = queries(lambda: render_queue_fragments(viewer, now))
+    few = queries(lambda: client.get(f"/queue/?view={view}", HTTP_HX_REQUEST="true"))
     world["add"](35)
-    many = queries(lambda: render_queue_fragments(viewer, now))
+    many = queries(lambda: client.get(f"/queue/?view={view}", HTTP_HX_REQUEST="true"))
+    assert many <= few
+
+
+def test_a_ticket_page_costs_the_same_queries_for_a_short_or_long_history(
+    world: dict,
+) -> None:
+    client = Client()
+    client.force_login(world["agent"])
+    world["add"](4)
+    short, long = Ticket.objects.filter(partner=world["partner"]).order_by("pk")[:2]
+    now = world["now"]
+    notes = [NewEvent(kind=EventKind.NOTE, at=now, payload={"text": "n"}) for _ in range(40)]
+    record_events(ticket=long, events=notes, now=now)
+    few = queries(lambda: client.get(f"/tickets/{short.pk}/"))
+    many = queries(lambda: client.get(f"/tickets/{long.pk}/"))
     assert many <= few
 
 

@@ -107,7 +107,7 @@ def test_the_run_command_starts_everything_and_stops_it_on_ctrl_c(
         run.wait_for(
             "Empty database: loading the demo organisation",
             f"starting a local redis-server on port {redis_port}",
-            "Demo login: admin / " + DEMO_PASSWORD,
+            "Demo login: alice / " + DEMO_PASSWORD,
             "Listening on TCP address",
             "ready.",  # the Celery worker
             "beat: Starting",

@@ -17,7 +17,9 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
+from policies.clocks import bucket_at
 from policies.engine import sync_many, sync_ticket_clocks
+from policies.models import ACTIVE_CLOCK_STATUSES, ClockStatus, SLAClock
 from tickets.models import (
     ActorKind,
     EventKind,
@@ -380,7 +382,7 @@ def one_sync_per_ticket() -> Iterator[DeferredSync]:
 def _sync_clocks(ticket: Ticket, *, now: datetime, cause: str = "") -> None:
     """Re-sync the ticket's clocks (or defer it to the end of ``one_sync_per_ticket``); the
     ticket itself changed, so screens hear of it after commit either way."""
-    tickets_changed_on_commit()
+    tickets_changed_on_commit([ticket.pk])
     deferred: DeferredSync | None = getattr(_deferred, "sync", None)
     if deferred is not None:
         deferred.add(ticket.pk, now, cause)
@@ -448,6 +450,25 @@ class ClaimConflict(TicketActionError):
         self.holder = holder
 
 
+def clock_buckets(ticket_id: int, now: datetime) -> dict[str, str]:
+    """``{"metric:cycle": bucket}`` of the ticket's active clocks at ``now`` (the stored
+    instants say it exactly, even between ticks). A claim records it: that is what makes a
+    later met clock a rescue (``policies.engine``)."""
+    buckets = {}
+    for clock in SLAClock.objects.filter(ticket_id=ticket_id, status__in=ACTIVE_CLOCK_STATUSES):
+        bucket = clock.bucket
+        if clock.status == ClockStatus.RUNNING:
+            bucket = bucket_at(
+                now,
+                yellow_at=clock.yellow_at,
+                orange_at=clock.orange_at,
+                due_at=clock.due_at,
+                breached_at=clock.breached_at,
+            )
+        buckets[f"{clock.metric}:{clock.cycle}"] = bucket
+    return buckets
+
+
 def claim_ticket(*, ticket: Ticket, user: User, now: datetime) -> Ticket:
     """Give the ticket to ``user`` if nobody has it: of two simultaneous grabs, one wins.
 
@@ -465,20 +486,76 @@ def claim_ticket(*, ticket: Ticket, user: User, now: datetime) -> Ticket:
                 return current  # a double click: already yours
             holder = current.assignee.get_username() if current.assignee else "someone"
             raise ClaimConflict(holder)
-        record_event(ticket=ticket, kind=EventKind.CLAIMED, at=now, now=now, user=user, payload={})
+        _record_claim(ticket, user, now)
+    ticket.refresh_from_db()
+    return ticket
+
+
+def _record_claim(ticket: Ticket, user: User, now: datetime) -> None:
+    payload = {"buckets": clock_buckets(ticket.pk, now)}
+    record_event(ticket=ticket, kind=EventKind.CLAIMED, at=now, now=now, user=user, payload=payload)
+
+
+class NotAllowed(TicketActionError):
+    """The user may not do this to this ticket; the message says why and what to do."""
+
+
+def _may_take_over(user: User) -> bool:
+    return user.has_perm("tickets.take_over_ticket")
+
+
+def take_over_ticket(*, ticket: Ticket, user: User, now: datetime) -> Ticket:
+    """A manager takes a ticket someone else claimed (or nobody did)."""
+    if not _may_take_over(user):
+        raise NotAllowed("Only a manager can take over another agent's ticket.")
+    with transaction.atomic():
+        current = (
+            Ticket.objects.visible_to(user).open().select_for_update().filter(pk=ticket.pk).first()
+        )
+        if current is None:
+            raise TicketActionError("This ticket is not open or not yours to take.")
+        if current.assignee_id != user.pk:
+            _record_claim(current, user, now)
+    ticket.refresh_from_db()
+    return ticket
+
+
+def reassign_ticket(*, ticket: Ticket, user: User, to: User, now: datetime) -> Ticket:
+    """A manager gives a ticket to another agent who may work on it."""
+    if not _may_take_over(user):
+        raise NotAllowed("Only a manager can reassign a ticket.")
+    with transaction.atomic():
+        current = (
+            Ticket.objects.visible_to(user).open().select_for_update().filter(pk=ticket.pk).first()
+        )
+        if current is None:
+            raise TicketActionError("This ticket is not open or not yours to reassign.")
+        if not (to.is_active and to.has_perm("tickets.claim_ticket")):
+            raise NotAllowed(f"{to.get_username()} cannot take tickets.", field="assignee")
+        if to.partner_id is not None and to.partner_id != current.partner_id:
+            raise NotAllowed(f"{to.get_username()} works for another partner.", field="assignee")
+        if current.assignee_id != to.pk:
+            record_event(
+                ticket=current,
+                kind=EventKind.ASSIGNED,
+                at=now,
+                now=now,
+                user=user,
+                payload={"assignee_id": to.pk},
+            )
     ticket.refresh_from_db()
     return ticket
 
 
 def release_ticket(*, ticket: Ticket, user: User, now: datetime) -> Ticket:
-    """Give a claimed ticket back. Only its holder (or staff who may change tickets) may."""
+    """Give a claimed ticket back. Only its holder (or a manager) may."""
     with transaction.atomic():
         current = Ticket.objects.visible_to(user).select_for_update().filter(pk=ticket.pk).first()
         if current is None:
             raise TicketActionError("This ticket is not yours to release.")
         if current.assignee_id is None:
             return current
-        if current.assignee_id != user.pk and not user.has_perm("tickets.change_ticket"):
+        if current.assignee_id != user.pk and not _may_take_over(user):
             holder = current.assignee.get_username() if current.assignee else "someone"
             raise ClaimConflict(holder)
         record_event(
@@ -486,3 +563,67 @@ def release_ticket(*, ticket: Ticket, user: User, now: datetime) -> Ticket:
         )
     ticket.refresh_from_db()
     return ticket
+
+
+#: What an agent records on a ticket managed in slaboard, and whether it takes a text.
+AGENT_ACTIONS: dict[str, str] = {
+    "reply": EventKind.REPLIED,
+    "plan": EventKind.PLAN_SENT,
+    "resolve": EventKind.RESOLVED,
+    "status": EventKind.STATUS_CHANGED,
+    "note": EventKind.NOTE,
+}
+MAX_TEXT = 5000
+
+
+def act_on_ticket(
+    *,
+    ticket: Ticket,
+    user: User,
+    action: str,
+    now: datetime,
+    text: str = "",
+    status: str = "",
+) -> TicketEvent:
+    """An agent records a reply, plan, status, resolution or note on a ticket they hold.
+
+    The rule, for every screen: only the agent who claimed the ticket acts on it (a manager
+    takes it over first); replies and plans carry their text.
+    """
+    if action not in AGENT_ACTIONS:
+        raise TicketActionError(f"Unknown action {action!r}.", field="action")
+    text = text.strip()
+    if len(text) > MAX_TEXT:
+        raise TicketActionError(f"The text is longer than {MAX_TEXT} characters.", field="text")
+    if action in ("reply", "plan", "note") and not text:
+        raise TicketActionError(f"Write the {action} first.", field="text")
+    payload: dict[str, Any] = {"text": text} if text else {}
+    if action == "status":
+        if status not in TicketStatus.values or status in (
+            TicketStatus.RESOLVED,
+            TicketStatus.CLOSED,
+        ):
+            raise TicketActionError("Choose a status.", field="status")
+        payload["status"] = status
+    with transaction.atomic():
+        current = (
+            Ticket.objects.visible_to(user)
+            .select_for_update(of=("self",))
+            .select_related("assignee")
+            .filter(pk=ticket.pk)
+            .first()
+        )
+        if current is None:
+            raise NotAllowed("This ticket is not one you may work on.")
+        if current.assignee_id is None:
+            raise NotAllowed(f"Grab {current.reference} first: nobody holds it.")
+        if current.assignee_id != user.pk:
+            holder = current.assignee.get_username() if current.assignee else "someone"
+            hint = " Take it over first." if _may_take_over(user) else ""
+            raise NotAllowed(f"{current.reference} is {holder}'s: only {holder} acts on it.{hint}")
+        if action in ("plan", "resolve", "status") and not current.is_open:
+            raise NotAllowed(f"{current.reference} is {current.get_status_display().lower()}.")
+        kind = AGENT_ACTIONS[action]
+        event = record_event(ticket=current, kind=kind, at=now, now=now, user=user, payload=payload)
+    ticket.refresh_from_db()
+    return event

@@ -900,7 +900,7 @@ def _import_chunk(
             for ticket, events in built
         ]
         written = apply_plans(plans, notify=False)  # history is recorded, not announced
-        tickets_changed_on_commit()
+        tickets_changed_on_commit(t.pk for t, _ in built)
         report.tickets_created += len(built)
         report.events_created += len(new_events)
         report.clocks_written += written.created
@@ -940,7 +940,7 @@ def _import_chunk(
         if changed:
             synced = apply_plans(plans, notify=False)
             report.clocks_written += synced.created + synced.updated
-            tickets_changed_on_commit()
+            tickets_changed_on_commit(t.pk for t in changed)
         report.tickets_updated += len(changed)
         report.events_created += len(added)
 

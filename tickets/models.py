@@ -8,6 +8,7 @@ from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
+from django.urls import reverse
 
 from policies.timezones import is_valid_timezone
 
@@ -221,6 +222,7 @@ class Ticket(models.Model):
         ordering = ["-opened_at"]
         permissions = [
             ("claim_ticket", "Can grab tickets in the queue and record replies, plans, statuses"),
+            ("take_over_ticket", "Can take over or reassign a ticket another agent claimed"),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -264,6 +266,9 @@ class Ticket(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source}:{self.external_id} {self.subject}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("ticket", args=[self.pk])
 
     def clean(self) -> None:
         super().clean()

@@ -49,3 +49,27 @@ def compact(count: int) -> str:
 def digits(count: int) -> int:
     """How wide a count is once compacted (for the cell's font size)."""
     return min(len(compact(count)), 5)
+
+
+@register.filter
+def parse_iso(value: str | None) -> datetime | None:
+    """An ISO instant stored as text (event payloads) as a datetime, for ``|date``."""
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return None
+
+
+@register.filter
+def ago(value: timedelta | None) -> str:
+    """A span as a wall reads it at a glance: 45 min, 5 h, 3 d."""
+    if value is None:
+        return ""
+    minutes = max(0, int(value.total_seconds() // 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h"
+    return f"{minutes // 1440} d"

@@ -26,6 +26,7 @@ from policies.models.clocks import (
     BUCKET_RANK,
     Bucket,
     ClockStatus,
+    Rescue,
     SLAClock,
     TickWatermark,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "PayloadFormat",
     "Policy",
     "ReopenBehaviour",
+    "Rescue",
     "SLAClock",
     "TRIGGER_BUCKETS",
     "TRIGGER_LEVELS",

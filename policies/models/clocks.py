@@ -133,3 +133,37 @@ class TickWatermark(models.Model):
 
     def __str__(self) -> str:
         return f"evaluated until {self.evaluated_until}"
+
+
+class Rescue(models.Model):
+    """A clock saved by someone: claimed while orange or red, then met.
+
+    Written by the clock writer when the clock turns met (``policies.engine``), from the
+    claim's own record of the buckets it saw (the ``claimed`` event's payload). The boards
+    show today's rescues per agent.
+    """
+
+    ticket = models.ForeignKey(
+        "tickets.Ticket", on_delete=models.CASCADE, related_name="rescues", db_index=False
+    )
+    metric = models.CharField(max_length=30, choices=Metric.choices)
+    cycle = models.PositiveSmallIntegerField(default=0)
+    user = models.ForeignKey(
+        "tickets.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="rescues"
+    )
+    claimed_at = models.DateTimeField()
+    claimed_bucket = models.CharField(max_length=10, choices=Bucket.choices)
+    met_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-met_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["ticket", "metric", "cycle"], name="rescue_once_per_clock"
+            )
+        ]
+        indexes = [models.Index(fields=["met_at"], name="rescue_met_at")]
+
+    def __str__(self) -> str:
+        who = self.user.get_username() if self.user else "someone"
+        return f"{self.metric} rescued by {who} (claimed at {self.claimed_bucket})"

@@ -45,5 +45,5 @@ def acknowledge(
                 trigger=Trigger.OVERDUE,
                 status__in=[NotificationStatus.PENDING, NotificationStatus.DEFERRED],
             ).update(status=NotificationStatus.SKIPPED, last_error=str(ack))
-            tickets_changed_on_commit()
+            tickets_changed_on_commit([ticket.pk])
     return ack, created

@@ -104,7 +104,7 @@ def message_context(
         "due_text": _local(due, zone),
         "breached_text": _local(breached, zone),
         "queue_url": absolute(reverse("queue")),
-        "ticket_url": absolute(reverse("admin:tickets_ticket_change", args=[ticket.pk])),
+        "ticket_url": absolute(ticket.get_absolute_url()),
         "ack_url": absolute(reverse("acknowledge", args=[ack_token(row.pk)])),
         "chat_reference": _chat_escape(ticket.reference),
         "chat_assignee": _chat_escape(

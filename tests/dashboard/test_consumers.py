@@ -16,7 +16,7 @@ from dashboard import publish as publish_module
 from dashboard.actions import revoke_kiosk_link, rotate_kiosk_link
 from dashboard.publish import publish
 from dashboard.routing import websocket_urlpatterns
-from tests.factories import make_ticket, make_user
+from tests.factories import make_member, make_ticket, make_user
 from tickets.actions import record_event
 from tickets.models import EventKind, Ticket
 
@@ -125,7 +125,10 @@ async def test_a_change_is_pushed_as_the_changed_fragments_only(org: dict, live_
     await sync_to_async(publish)(now=now)
     pushed = await drain(screen)
     assert pushed.count("<section") == pushed.count('id="board-') - pushed.count('id="board-h')
-    assert 'id="board-queue"' in pushed and "North printer" not in pushed
+    # North's first response is met (late): it leaves the breached strip; the save list,
+    # which it was never in, is not sent again.
+    assert 'id="board-breached"' in pushed and "North printer" not in pushed
+    assert 'id="board-at-risk"' not in pushed
     assert 'id="board-metrics"' in pushed
     assert 'id="board-priorities"' in pushed
     await screen.disconnect()
@@ -157,10 +160,20 @@ async def test_the_queue_socket_is_for_agents_only(org: dict, live_redis: Any) -
     viewer = await sync_to_async(make_user)()
     screen, _ = await connect("/ws/queue/", viewer)
     assert (await screen.receive_output(timeout=10))["code"] == 4403
-    agent = await sync_to_async(make_user)(is_superuser=True, partner=org["south"])
+    agent = await sync_to_async(make_member)("Agents", partner=org["south"])
     screen, _ = await connect("/ws/queue/", agent)
-    snapshot = await screen.receive_from(timeout=10)
-    assert "South VPN down" in snapshot and "North printer" not in snapshot
+    hello = await screen.receive_from(timeout=10)
+    assert 'id="queue-changed"' in hello  # its list is the page's: refresh it after a reconnect
+    # A change to each partner's ticket: the south agent's screen gets the south row only.
+    now = timezone.now()
+    for ticket in (org["n"], org["s"]):
+        await sync_to_async(record_event)(
+            ticket=ticket, kind=EventKind.NOTE, at=now, now=now, payload={"text": "x"}
+        )
+    await sync_to_async(publish)(now=now)
+    pushed = await drain(screen)
+    assert f'id="qrow-{org["s"].pk}"' in pushed and "South VPN down" in pushed
+    assert "North printer" not in pushed and 'id="queue-changed"' in pushed
     await screen.disconnect()
 
 

@@ -70,8 +70,8 @@ def test_a_publish_keeps_each_groups_snapshot_for_connecting_screens(
     all_snapshot = publish.cached_snapshot(everyone, version)
     north_snapshot = publish.cached_snapshot(north, version)
     assert all_snapshot is not None and north_snapshot is not None
-    assert "South VPN down" in all_snapshot["board-queue"]
-    assert "North printer" in north_snapshot["board-queue"]
+    assert "South VPN down" in all_snapshot["board-breached"]
+    assert "North printer" in north_snapshot["board-breached"]
     assert "South" not in "".join(north_snapshot.values())
     publish.mark_dirty()  # a change the snapshot does not show yet
     assert publish.cached_snapshot(everyone, version) is None

@@ -48,7 +48,7 @@ def test_the_demo_is_a_believable_organisation(now: datetime) -> None:
     }
     lead = Policy.objects.get(name="Lead response")
     assert lead.targets.get().duration == timedelta(minutes=5)
-    assert Ticket.objects.open().count() > 80
+    assert 25 < Ticket.objects.open().count() < 100  # a backlog, not a pile-up
     opened = Ticket.objects.values_list("opened_at", flat=True)
     assert min(opened) < now - timedelta(days=1)
     assert all(t <= now for t in opened)

@@ -22,5 +22,6 @@ class Command(BaseCommand):
         self.stdout.write(f"seed_demo: {report}.")
         if report.users:
             self.stdout.write(
-                f"Demo logins: admin / {DEMO_PASSWORD} (and alice, bob, nina, diego)."
+                f"Demo logins, password {DEMO_PASSWORD}: alice (manager), bob and chen "
+                "(agents), nina (Nordlicht IT agent), diego (Andes Soporte manager), admin."
             )
