@@ -637,7 +637,7 @@ class Bench:
         self.notes: list[str] = []
         self.reply_cursor = 0
         self.burst_number = 0
-        self.real_mark_dirty: Callable[[], None] = _no_mark_dirty
+        self.real_mark_dirty: Callable[..., None] = _no_mark_dirty
         self.celery_pids: list[int] = []
         self.celery: Subprocess | None = None
         self.origin_checked = False
@@ -1115,7 +1115,7 @@ def celery_task_timing(lines: list[str], t0: float) -> str:
     return ", ".join(parts) + " ms" if parts else "(no publish task logged)"
 
 
-def _no_mark_dirty() -> None:
+def _no_mark_dirty(ticket_ids: Any = None) -> None:
     """Stands in for dashboard.publish.mark_dirty while seeding and in the direct path."""
 
 

@@ -240,7 +240,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         """The group this socket may watch, or None. Sets ``viewer`` (and ``board`` or
         ``ticket_id``)."""
         if pk is not None:  # a ticket page
-            if not visible_tickets(user).filter(pk=pk).exists():
+            if not visible_tickets(user).filter(pk=int(pk)).exists():
                 return None
             self.ticket_id = pk
             return ticket_group(pk)
@@ -273,6 +273,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         return snapshot_from(stored, int(count) if count else 0, board_version(self.board))
 
     def _render_ticket(self) -> str:
+        assert self.ticket_id is not None
         ticket = (
             Ticket.objects.select_related("partner", "customer", "assignee")
             .filter(pk=self.ticket_id)

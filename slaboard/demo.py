@@ -467,7 +467,7 @@ def _plan_ticket(
             at(min(_when(rng, plan), finish), EventKind.PLAN_SENT, {"text": "Plan: …"}, "human")
         if rng.random() < 0.2:
             wait = reply + (finish - reply) * rng.uniform(0.1, 0.6)
-            waiting = {"status": TicketStatus.WAITING_ON_CUSTOMER.value}
+            waiting: dict[str, object] = {"status": TicketStatus.WAITING_ON_CUSTOMER.value}
             at(wait, EventKind.STATUS_CHANGED, waiting, ActorKind.HUMAN)
             back = wait + rng.expovariate(1 / 90)
             finish += back - wait  # paused time does not count
@@ -504,9 +504,10 @@ def _live_scenes(
     noc, acme = partners["Internal NOC"], partners["Acme Managed Services"]
     bob, chen = users["bob"], users["chen"]
     human, minute = ActorKind.HUMAN, timedelta(minutes=1)
-    replied = (5 * minute, EventKind.REPLIED, {"text": "On it."}, human, bob)
-    planned = (40 * minute, EventKind.PLAN_SENT, {"text": "Plan: fail over."}, human, bob)
-    scenes = [
+    Step = tuple[timedelta, str, dict[str, object], str, User | None]
+    replied: Step = (5 * minute, EventKind.REPLIED, {"text": "On it."}, human, bob)
+    planned: Step = (40 * minute, EventKind.PLAN_SENT, {"text": "Plan: fail over."}, human, bob)
+    scenes: list[tuple[int, str, str, Partner, str, list[Step]]] = [
         # minutes ago, kind, priority, partner, subject, steps
         (
             11,
