@@ -8,19 +8,23 @@ construction.
 
 Rules (see docs/sla-engine.md for the reasoning):
 
-* A clock starts when the ticket opens (a resolution clock restarts at a reopen when its
-  target says ``restart``). It runs in business time on its target's calendar; intervals in
-  the target's pause statuses are removed as closures, so pauses extend ``due_at`` by exactly
-  the paused business time.
-* First response is met by the first human reply (any reply when the target allows automated
-  ones); the resolution plan by the first plan sent or by the resolution itself; resolution by
-  resolving or closing. Resolving before a first response *stops* the first-response clock
-  without a verdict (breached if it was already past due).
+* A clock starts when the ticket opens (a resolution clock restarts at a reopen, unless the
+  clock reopened was met under a target that says ``continue``). It runs in business time on
+  its target's calendar; intervals in the target's pause statuses are removed as closures, so
+  pauses extend ``due_at`` by exactly the paused business time.
+* First response is met by the first human reply (any reply when the target in force allows
+  automated ones); the resolution plan by the first plan sent or by the resolution itself;
+  resolution by resolving or closing. Resolving before a first response *stops* the
+  first-response clock without a verdict (breached if it was already past due).
 * Met at or before ``due_at`` is met; a clock unmet at ``due_at`` is breached from that
   instant, stays red until met, and keeps ``breached_at`` forever after.
 * A change of kind, priority, customer or partner re-matches the targets; each version's
   due time is computed from the clock's original start with the pauses so far, so elapsed
-  and paused time are kept. A breach under an earlier version stays a breach.
+  and paused time are kept. A breach under an earlier version stays a breach. A version with
+  no target stops the clock.
+* A finished clock is final: only the versions that begin *before* a clock is met or stopped
+  govern it, and it shows the target in force when it finished. A change at or after that
+  instant changes nothing (the one exception: a reopen resumes a ``continue`` clock).
 * Buckets: yellow from ``yellow_pct`` of the target elapsed or ``yellow_minutes_left``
   business minutes before due, whichever comes first; orange likewise; red at due.
 """
@@ -73,6 +77,8 @@ class TicketHistory:
     first_human_reply_at: datetime | None = None
     first_reply_at: datetime | None = None
     first_plan_at: datetime | None = None
+    # (at, by a human) for every reply, in time order: what first-response clocks read.
+    replies: list[tuple[datetime, bool]] = field(default_factory=list)
 
 
 @dataclass
@@ -206,11 +212,15 @@ def _pauses(
     return result
 
 
+Version = tuple[datetime, TargetSpec | None]  # (from, the target for one metric from then on)
+Gap = tuple[datetime, datetime]  # a continued resolution clock's time resolved: (resolved, reopen)
+
+
 def _versions(
     history: TicketHistory, resolve: Resolve, metric: str, start: datetime
-) -> list[tuple[datetime, TargetSpec | None]]:
+) -> list[Version]:
     """The target for ``metric`` over time, from ``start`` on (consecutive duplicates merged)."""
-    versions: list[tuple[datetime, TargetSpec | None]] = []
+    versions: list[Version] = []
     for at, key in history.segments:
         spec = resolve(key).get(metric)
         at = max(at, start)
@@ -223,7 +233,52 @@ def _versions(
     return versions
 
 
-def _clock(**kwargs: object) -> ClockResult | None:
+def _after_gaps(at: datetime, gaps: Sequence[Gap]) -> datetime:
+    """``at``, or the reopen that ends the gap it falls in (the clock did not run in a gap)."""
+    for resolved, reopened in gaps:
+        if resolved <= at < reopened:
+            return reopened
+    return at
+
+
+def _in_force(
+    versions: Sequence[Version], finish: datetime | None, gaps: Sequence[Gap]
+) -> list[Version]:
+    """The versions that govern a clock which finishes at ``finish`` (None: still running).
+
+    Only the versions that begin *before* the finish: a change at or after the instant the clock
+    was met or stopped comes too late to touch it. The version at the clock's start always
+    counts (a clock that finishes as it starts keeps it). A version that begins in a gap takes
+    effect at the reopen that resumed the clock.
+    """
+    result: list[Version] = []
+    for begin, spec in versions:
+        begin = _after_gaps(begin, gaps)
+        if result and finish is not None and begin >= finish:
+            break
+        if result and result[-1][0] == begin:
+            result[-1] = (begin, spec)
+            if len(result) > 1 and result[-2][1] == spec:
+                result.pop()
+        elif not result or result[-1][1] != spec:
+            result.append((begin, spec))
+    return result
+
+
+def _in_force_before(versions: Sequence[Version], at: datetime) -> TargetSpec | None:
+    """The target in force just before ``at`` (the first one when ``at`` is the start)."""
+    spec = versions[0][1]
+    for begin, later in versions[1:]:
+        if begin >= at:
+            break
+        spec = later
+    return spec
+
+
+Made = tuple[ClockResult, TargetSpec]  # a clock and the target it shows
+
+
+def _clock(**kwargs: object) -> Made | None:
     """A clock, or None when its calendar cannot place it (no working time at all)."""
     try:
         return _clock_unsafe(**kwargs)  # type: ignore[arg-type]
@@ -238,24 +293,29 @@ def _clock_unsafe(
     start: datetime,
     finish: datetime | None,
     finish_is_met: bool,
-    versions: list[tuple[datetime, TargetSpec | None]],
+    versions: list[Version],
     spans: list[tuple[datetime, datetime | None, str]],
-    extra_pause: frozenset[str],
+    gaps: Sequence[Gap],
     now: datetime,
-) -> ClockResult | None:
-    """One clock from its start, its finish (met or stopped) and its target versions."""
-    if not any(spec is not None for _, spec in versions):
-        return None
-    # A version without a target for this metric stops the clock there (policy no longer
-    # applies); the last version with a target is the one the clock shows.
-    stop_by_policy: datetime | None = None
-    last_index = max(i for i, (_, spec) in enumerate(versions) if spec is not None)
-    if last_index + 1 < len(versions):
-        stop_by_policy = versions[last_index + 1][0]
-        if finish is None or stop_by_policy < finish:
-            finish, finish_is_met = stop_by_policy, False
-    final = versions[last_index][1]
+) -> Made | None:
+    """One clock from its start, its finish (met or stopped) and its target versions.
+
+    ``gaps``: for a resolution clock continued over reopens, the times it spent resolved; they
+    count as paused, and the clock is not running in them.
+    """
+    versions = _in_force(versions, finish, gaps)
+    first = next((i for i, (_, spec) in enumerate(versions) if spec is not None), None)
+    if first is None:
+        return None  # no target applied before the clock finished: there is no clock
+    # Once a target applied, a version without one (the policy no longer applies) stops the
+    # clock there; it keeps the target it had.
+    stop = next((i for i in range(first + 1, len(versions)) if versions[i][1] is None), None)
+    if stop is not None:
+        finish, finish_is_met = versions[stop][0], False
+        versions = versions[:stop]
+    final = versions[-1][1]
     assert final is not None
+    extra_pause = FINISHED_STATUSES if gaps else frozenset()
 
     def pauses_for(spec: TargetSpec) -> list[tuple[datetime, datetime | None]]:
         return _pauses(spans, spec.pause_statuses | extra_pause, start, finish)
@@ -267,7 +327,9 @@ def _clock_unsafe(
         calendar = spec.calendar.with_closures(closed) if closed else spec.calendar
         return calendar, open_since
 
-    # Sticky breaches: any version whose due time fell inside it, before the finish.
+    # Sticky breaches: the first version whose due time came while it was in force and the
+    # clock ran (before the finish). Red from the due time, or from the change that brought an
+    # already-past target; a continued clock is not running while resolved: from the reopen.
     breached_at: datetime | None = None
     for i, (seg_start, spec) in enumerate(versions):
         if spec is None:
@@ -277,12 +339,12 @@ def _clock_unsafe(
         due = calendar.add(start, spec.seconds)
         if open_since is not None and due > open_since:
             continue  # paused before it fell due: the clock is frozen
+        red_from = _after_gaps(max(due, seg_start), gaps)
         # Met or stopped exactly at due is on time; a change of target exactly at due
         # hands over to the new target.
         limits = [t for t in (seg_end, finish) if t is not None]
-        reached = due <= now and (not limits or due < min(limits))
-        if reached:
-            breached_at = max(due, seg_start)
+        if red_from <= now and (not limits or red_from < min(limits)):
+            breached_at = red_from
             break
 
     calendar, open_since = closed_calendar(final)
@@ -321,7 +383,65 @@ def _clock_unsafe(
     else:
         result.bucket = bucket_at(now, **instants)
         result.next_change_at = next_change_after(now, **instants)
-    return result
+    return result, final
+
+
+def _first_response_finish(
+    history: TicketHistory, versions: Sequence[Version], first_finish: datetime | None
+) -> tuple[datetime | None, bool]:
+    """(finish, met): the first reply that counts under the target in force when it came, if
+    it came by the first resolution; otherwise that resolution, which stops the clock."""
+    for at, human in history.replies:
+        if first_finish is not None and at > first_finish:
+            break
+        if human:
+            return at, True
+        spec = _in_force_before(versions, at)
+        if spec is not None and spec.automated_replies_count:
+            return at, True
+    return first_finish, False
+
+
+def _resolution_clocks(
+    history: TicketHistory,
+    resolve: Resolve,
+    cycles: Sequence[tuple[datetime, datetime | None]],
+    spans: list[tuple[datetime, datetime | None, str]],
+    now: datetime,
+) -> list[ClockResult]:
+    """A resolution clock per open period (``cycle`` = the period that started it), except that
+    a reopen continues the clock it reopens when that clock was met under a target that says
+    "continue"; the time spent resolved is then a gap, paused."""
+    results: list[ClockResult] = []
+
+    def make(cycle: int, start: datetime, end: datetime | None, gaps: list[Gap]) -> Made | None:
+        return _clock(
+            metric=RESOLUTION,
+            cycle=cycle,
+            start=start,
+            finish=end,
+            finish_is_met=True,
+            versions=_versions(history, resolve, RESOLUTION, start),
+            spans=spans,
+            gaps=gaps,
+            now=now,
+        )
+
+    cycle, start, end = 0, cycles[0][0], cycles[0][1]
+    gaps: list[Gap] = []
+    for number, (reopened, resolved) in enumerate(cycles[1:], start=1):
+        assert end is not None  # every period but the last ends with a resolution
+        made = make(cycle, start, end, gaps)
+        if made is not None and made[0].status == MET and not made[1].restart_on_reopen:
+            gaps, end = [*gaps, (end, reopened)], resolved
+            continue
+        if made is not None:
+            results.append(made[0])
+        cycle, start, end, gaps = number, reopened, resolved, []
+    made = make(cycle, start, end, gaps)
+    if made is not None:
+        results.append(made[0])
+    return results
 
 
 def compute_clocks(history: TicketHistory, resolve: Resolve, now: datetime) -> list[ClockResult]:
@@ -332,16 +452,9 @@ def compute_clocks(history: TicketHistory, resolve: Resolve, now: datetime) -> l
     results: list[ClockResult] = []
 
     versions = _versions(history, resolve, FIRST_RESPONSE, history.opened_at)
-    spec = next((s for _, s in reversed(versions) if s is not None), None)
-    if spec is not None:
-        reply = history.first_reply_at if spec.automated_replies_count else None
-        reply = reply or history.first_human_reply_at
-        finish: datetime | None
-        if reply is not None and (first_finish is None or reply <= first_finish):
-            finish, met = reply, True
-        else:
-            finish, met = first_finish, False
-        clock = _clock(
+    if any(spec is not None for _, spec in versions):
+        finish, met = _first_response_finish(history, versions, first_finish)
+        made = _clock(
             metric=FIRST_RESPONSE,
             cycle=0,
             start=history.opened_at,
@@ -349,16 +462,16 @@ def compute_clocks(history: TicketHistory, resolve: Resolve, now: datetime) -> l
             finish_is_met=met,
             versions=versions,
             spans=spans,
-            extra_pause=frozenset(),
+            gaps=(),
             now=now,
         )
-        if clock is not None:
-            results.append(clock)
+        if made is not None:
+            results.append(made[0])
 
     versions = _versions(history, resolve, RESOLUTION_PLAN, history.opened_at)
-    if any(s is not None for _, s in versions):
+    if any(spec is not None for _, spec in versions):
         candidates = [t for t in (history.first_plan_at, first_finish) if t is not None]
-        clock = _clock(
+        made = _clock(
             metric=RESOLUTION_PLAN,
             cycle=0,
             start=history.opened_at,
@@ -366,44 +479,12 @@ def compute_clocks(history: TicketHistory, resolve: Resolve, now: datetime) -> l
             finish_is_met=True,
             versions=versions,
             spans=spans,
-            extra_pause=frozenset(),
+            gaps=(),
             now=now,
         )
-        if clock is not None:
-            results.append(clock)
+        if made is not None:
+            results.append(made[0])
 
-    versions = _versions(history, resolve, RESOLUTION, history.opened_at)
-    spec = next((s for _, s in reversed(versions) if s is not None), None)
-    if spec is not None and cycles:
-        if spec.restart_on_reopen:
-            for number, (start, end) in enumerate(cycles):
-                clock = _clock(
-                    metric=RESOLUTION,
-                    cycle=number,
-                    start=start,
-                    finish=end,
-                    finish_is_met=True,
-                    versions=_versions(history, resolve, RESOLUTION, start),
-                    spans=spans,
-                    extra_pause=frozenset(),
-                    now=now,
-                )
-                if clock is not None:
-                    results.append(clock)
-        else:
-            # One clock from the opening; time spent resolved (before a reopen) is paused.
-            last_end = cycles[-1][1]
-            clock = _clock(
-                metric=RESOLUTION,
-                cycle=0,
-                start=history.opened_at,
-                finish=last_end,
-                finish_is_met=True,
-                versions=versions,
-                spans=spans,
-                extra_pause=FINISHED_STATUSES,
-                now=now,
-            )
-            if clock is not None:
-                results.append(clock)
+    if cycles:
+        results.extend(_resolution_clocks(history, resolve, cycles, spans, now))
     return results

@@ -113,9 +113,12 @@ class ColumnMapping:
     customer: str = ""  # customer name; customers are found or created by name
     subject: list[str] = field(default_factory=list)  # columns joined with " / "
     actor: str = ""  # who made the update, kept in each event's payload as "by"
-    # First human response: the first row in one of these source states; failing that, the
-    # first row after the opening one where ``response_column`` is not empty.
+    # First human response: the first row in one of these source states.
     response_statuses: list[str] = field(default_factory=list)
+    # An approximation a mapping file may ask for, off by default: when no row is in a
+    # response state, credit the first row after the opening one where this column is not
+    # empty (e.g. an assignee). An assignment is not a reply: on the ServiceNow log it mostly
+    # credits the resolution itself or a second update of an already-assigned incident.
     response_column: str = ""
     time_format: str = "%Y-%m-%d %H:%M:%S"  # strptime format, or "iso" (ISO 8601)
     empty: list[str] = field(default_factory=lambda: [""])  # values that mean "no value"
@@ -188,15 +191,17 @@ SERVICENOW = ColumnMapping(
     at="sys_updated_at",
     opened_at="opened_at",
     status="incident_state",
-    # Every "Awaiting …" state pauses the clocks (the data's own reading), so all four map to
-    # the status targets pause on by default. The source state stays in each event's payload.
+    # Waiting on the caller, on evidence or on a vendor pauses the clocks (the data's own
+    # reading), so those map to the status targets pause on by default. "Awaiting Problem" is
+    # internal work (waiting on a problem record), not the customer: on hold, which targets do
+    # not pause on unless told to. The source state stays in each event's payload.
     statuses={
         "New": TicketStatus.NEW.value,
         "Active": TicketStatus.OPEN.value,
         "Awaiting User Info": TicketStatus.WAITING_ON_CUSTOMER.value,
         "Awaiting Evidence": TicketStatus.WAITING_ON_CUSTOMER.value,
         "Awaiting Vendor": TicketStatus.WAITING_ON_CUSTOMER.value,
-        "Awaiting Problem": TicketStatus.WAITING_ON_CUSTOMER.value,
+        "Awaiting Problem": TicketStatus.ON_HOLD.value,
         "Resolved": TicketStatus.RESOLVED.value,
         "Closed": TicketStatus.CLOSED.value,
     },
@@ -212,8 +217,9 @@ SERVICENOW = ColumnMapping(
     customer="caller_id",
     subject=["category", "subcategory"],
     actor="sys_updated_by",
+    # The first human response is the first Active row. No fallback to an assignment: an
+    # incident without an Active row has no first response (docs/import.md).
     response_statuses=["Active"],
-    response_column="assigned_to",
     time_format="%d/%m/%Y %H:%M",
     empty=["", "?"],
 )

@@ -151,6 +151,7 @@ def ticket_history(ticket: Ticket, events: Iterable[TicketEvent]) -> TicketHisto
         if not history.segments or history.segments[-1][1] != key:
             history.segments.append((at, key))
         if event.kind == EventKind.REPLIED:
+            history.replies.append((event.at, event.actor_kind == ActorKind.HUMAN))
             if history.first_reply_at is None:
                 history.first_reply_at = event.at
             if event.actor_kind == ActorKind.HUMAN and history.first_human_reply_at is None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from django.test import Client
 from django.utils import timezone
 
+from policies.models import Metric
 from tests.factories import make_always_calendar, make_partner, make_sla_policy, make_user
 from tickets.models import ApiToken, EventKind, Partner, Ticket
 
@@ -121,6 +122,36 @@ def test_an_event_delivered_late_is_placed_where_it_belongs(token: str) -> None:
     assert ticket["status"] == "resolved"
     first = next(c for c in ticket["clocks"] if c["metric"] == "first_response")
     assert first["status"] == "met"
+
+
+def test_a_met_first_response_keeps_its_verdict_when_the_priority_is_raised_later(
+    token: str,
+) -> None:
+    """Issue #10: replied between the Critical and the High due times, raised a minute later."""
+    make_sla_policy(
+        calendar=make_always_calendar(),
+        priorities=["critical"],
+        order=1,  # before the fixture's catch-all policy (1 h to respond)
+        targets={Metric.FIRST_RESPONSE: timedelta(minutes=15)},
+    )
+    api = Api(token)
+    opened = timezone.now().replace(microsecond=0) - timedelta(minutes=30)
+
+    def after(minutes: int) -> str:
+        return (opened + timedelta(minutes=minutes)).isoformat()
+
+    new_ticket(api, priority="high", opened_at=after(0))
+    api.post("/tickets/zendesk/T-1/events", {"events": [{"kind": "replied", "at": after(22)}]})
+    raised = api.post(
+        "/tickets/zendesk/T-1/events",
+        {"events": [{"kind": "priority_changed", "at": after(23), "priority": "critical"}]},
+    )
+
+    assert raised.status_code == 200, raised.json()
+    first = next(c for c in raised.json()["ticket"]["clocks"] if c["metric"] == "first_response")
+    assert (first["status"], first["bucket"], first["breached_at"]) == ("met", "green", None)
+    shown = [datetime.fromisoformat(first[name]) for name in ("met_at", "due_at")]
+    assert shown == [opened + timedelta(minutes=22), opened + timedelta(minutes=60)]
 
 
 def test_a_bad_event_rejects_the_whole_call(token: str) -> None:

@@ -410,3 +410,115 @@ def test_overnight_shift_calendar_counts_across_midnight() -> None:
     make_sla_policy(calendar=night, targets={Metric.FIRST_RESPONSE: timedelta(hours=4)})
     ticket = make_ticket(now=at(0), opened_at=at(0))  # Tue 10:00, before the shift
     assert clock(ticket).due_at == at(12 * 60 + 4 * 60)  # Tue 22:00 + 4 h = Wed 02:00
+
+
+# A finished clock is final: nothing after it was met or stopped changes it (issue #10).
+
+
+@pytest.fixture
+def critical(always: Any) -> Any:
+    """Critical: respond within 15 min, resolve within 4 h (High: 1 h and 8 h)."""
+    return make_sla_policy(
+        calendar=always,
+        priorities=["critical"],
+        targets={
+            Metric.FIRST_RESPONSE: timedelta(minutes=15),
+            Metric.RESOLUTION: timedelta(hours=4),
+        },
+    )
+
+
+def test_it_keeps_a_met_verdict_after_a_late_priority_change(policy: Any, critical: Any) -> None:
+    # INC0008934: replied between the Critical and the High due times, raised a minute later.
+    ticket = open_high()
+    event(ticket, EventKind.REPLIED, 22)
+    change_ticket(ticket=ticket, changes={"priority": "critical"}, at=at(23), now=at(23))
+    first = clock(ticket)
+    assert (first.status, first.met_at, first.breached_at) == ("met", at(22), None)
+    assert (first.due_at, first.policy_id, first.bucket) == (at(60), policy.pk, "green")
+    assert not ticket.events.filter(kind=EventKind.SLA_CHANGED, payload__metric="first_response")
+
+
+def test_a_priority_change_at_the_instant_of_the_reply_comes_too_late(
+    policy: Any, critical: Any
+) -> None:
+    ticket = open_high()
+    change_ticket(ticket=ticket, changes={"priority": "critical"}, at=at(22), now=at(22))
+    event(ticket, EventKind.REPLIED, 22)
+    first = clock(ticket)
+    assert (first.status, first.due_at, first.breached_at) == ("met", at(60), None)
+    assert first.policy_id == policy.pk
+
+
+def test_it_keeps_a_stopped_first_response_after_a_priority_change_while_resolved(
+    policy: Any, critical: Any
+) -> None:
+    ticket = open_high()
+    event(ticket, EventKind.RESOLVED, 40)
+    change_ticket(ticket=ticket, changes={"priority": "critical"}, at=at(45), now=at(45))
+    first = clock(ticket)
+    assert (first.status, first.stopped_at, first.breached_at) == ("stopped", at(40), None)
+    assert (first.due_at, first.policy_id) == (at(60), policy.pk)
+
+
+def test_it_keeps_a_met_resolution_after_a_priority_change_while_resolved(
+    policy: Any, critical: Any
+) -> None:
+    ticket = open_high()
+    event(ticket, EventKind.REPLIED, 5)
+    event(ticket, EventKind.RESOLVED, 300)  # High allows 8 h; Critical would allow 4 h
+    change_ticket(ticket=ticket, changes={"priority": "critical"}, at=at(310), now=at(310))
+    resolution = clock(ticket, Metric.RESOLUTION)
+    assert (resolution.status, resolution.met_at, resolution.breached_at) == ("met", at(300), None)
+    assert (resolution.due_at, resolution.policy_id) == (at(8 * 60), policy.pk)
+    # Reopened, the new cycle runs under the target in force now.
+    event(ticket, EventKind.REOPENED, 320)
+    assert clock(ticket, Metric.RESOLUTION).breached_at is None
+    assert clock(ticket, Metric.RESOLUTION, 1).due_at == at(320 + 4 * 60)
+
+
+def test_a_priority_change_before_the_reply_still_retargets_it(policy: Any, critical: Any) -> None:
+    ticket = open_high()
+    change_ticket(ticket=ticket, changes={"priority": "critical"}, at=at(21), now=at(21))
+    event(ticket, EventKind.REPLIED, 22)
+    first = clock(ticket)
+    assert (first.status, first.due_at, first.breached_at) == ("met", at(15), at(21))
+    assert first.policy_id == critical.pk
+
+
+def test_a_clock_stopped_because_no_target_applies_stays_stopped(policy: Any) -> None:
+    ticket = open_high()
+    change_ticket(ticket=ticket, changes={"priority": "low"}, at=at(20), now=at(20))  # no policy
+    change_ticket(ticket=ticket, changes={"priority": "high"}, at=at(30), now=at(30))
+    event(ticket, EventKind.REPLIED, 90)
+    first = clock(ticket)
+    assert (first.status, first.stopped_at, first.breached_at) == ("stopped", at(20), None)
+    assert (first.due_at, first.policy_id) == (at(60), policy.pk)
+
+
+def test_an_automated_reply_counts_under_the_target_in_force_when_it_came(
+    always: Any, policy: Any, critical: Any
+) -> None:
+    Target.objects.filter(policy=critical, metric=Metric.FIRST_RESPONSE).update(
+        automated_replies_count=True
+    )
+    ticket = open_high(priority="critical")
+    event(ticket, EventKind.REPLIED, 1, actor_kind=ActorKind.AUTO_ACK)
+    change_ticket(ticket=ticket, changes={"priority": "high"}, at=at(5), now=at(5))
+    first = clock(ticket)
+    assert (first.status, first.met_at, first.policy_id) == ("met", at(1), critical.pk)
+
+
+def test_a_reopen_continues_the_clock_only_if_its_own_target_says_so(
+    policy: Any, critical: Any
+) -> None:
+    Target.objects.filter(policy=critical, metric=Metric.RESOLUTION).update(
+        on_reopen=ReopenBehaviour.CONTINUE
+    )
+    ticket = open_high()
+    event(ticket, EventKind.RESOLVED, 100)  # met under High, which restarts at a reopen
+    change_ticket(ticket=ticket, changes={"priority": "critical"}, at=at(110), now=at(110))
+    event(ticket, EventKind.REOPENED, 200)
+    first, second = clock(ticket, Metric.RESOLUTION, 0), clock(ticket, Metric.RESOLUTION, 1)
+    assert (first.status, first.met_at, first.policy_id) == ("met", at(100), policy.pk)
+    assert (second.started_at, second.due_at, second.policy_id) == (at(200), at(440), critical.pk)
