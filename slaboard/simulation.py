@@ -30,8 +30,23 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError
 
-from slaboard.demo import CUSTOMERS, DEMO_SOURCE, DEMO_USERS, PARTNERS, SUBJECTS, TEAMS
-from tickets.actions import TicketActionError, open_ticket, record_event
+from slaboard.demo import (
+    CUSTOMERS,
+    DEMO_SOURCE,
+    DEMO_USERS,
+    LEAD_FIRST_RESPONSE,
+    PARTNERS,
+    PRIORITY_TARGETS,
+    SUBJECTS,
+    TEAMS,
+)
+from tickets.actions import (
+    ClaimConflict,
+    TicketActionError,
+    claim_ticket,
+    open_ticket,
+    record_event,
+)
 from tickets.models import (
     ActorKind,
     Customer,
@@ -49,7 +64,7 @@ SOURCES = (DEMO_SOURCE, SIM_SOURCE)  # the only tickets the simulator ever touch
 PROFILE_PATH = Path(__file__).parent / "data" / "servicenow-profile.json"
 
 DEFAULT_SPEED = 240.0  # a simulated day passes in 6 real minutes
-TICKETS_PER_DAY = 48.0  # arrivals per simulated day: 8 a minute at the default speed
+TICKETS_PER_DAY = 9.0  # arrivals per simulated day: 1.5 a minute at the default speed
 QUIET_SHARE = 0.5  # share of arrivals spread evenly over the week (the rest follow the log)
 AUTO_ACK_SHARE = 0.5  # not in the log: the demo seed's share
 PLAN_SHARE = 0.5  # not in the log (it has no plan event): the demo seed's share
@@ -70,6 +85,13 @@ PRIORITY_WEIGHTS = {  # the demo seed's mix; see docs/simulator.md for why not t
     Priority.LOW: 25,
 }
 PRIORITY_LADDER = [Priority.LOW, Priority.MEDIUM, Priority.HIGH, Priority.CRITICAL]
+# The team's pace is set by the SLA targets, in real time (the targets are real time): most
+# first replies and resolutions come well within the target, some late; long targets are
+# capped so a demo session sees tickets through. What happens to the clocks is then what a
+# manager would see on a good day: mostly met, a few at risk, the odd breach.
+ON_TIME_SHARE = 0.88
+MAX_REPLY_MINUTES = 45.0  # real minutes
+MAX_RESOLVE_MINUTES = 120.0  # real minutes
 
 
 # --- The profile -----------------------------------------------------------------------------
@@ -311,8 +333,12 @@ class Simulator:
 
     def expected_open(self) -> float:
         """Little's law: arrivals per real minute times a ticket's mean life in real minutes."""
-        life = self.profile.first_response.mean() + self.profile.response_to_resolution.mean()
-        return self.rate * life / self.speed
+        weights = sum(PRIORITY_WEIGHTS.values())
+        life = sum(
+            weight / weights * min(PRIORITY_TARGETS[p][3].total_seconds() / 60 * 0.5, 60.0)
+            for p, weight in PRIORITY_WEIGHTS.items()
+        )
+        return self.rate * life
 
     def simulated_time(self, now: datetime) -> datetime:
         assert self._epoch is not None, "call start() first"
@@ -327,7 +353,11 @@ class Simulator:
         return after + timedelta(seconds=max(self.rng.expovariate(per_second), 0.001))
 
     def _pick_agent(self, partner_id: int) -> User | None:
-        pool = [a for a in self._org.agents if a.partner_id in (None, partner_id)]
+        pool = [
+            a
+            for a in self._org.agents
+            if a.partner_id in (None, partner_id) and a.username != "admin"
+        ]
         return self.rng.choice(pool) if pool else None
 
     # Lifecycle.
@@ -433,7 +463,7 @@ class Simulator:
         subject = rng.choice(SUBJECTS[kind])
         team = "Sales" if kind == TicketKind.LEAD else rng.choice(TEAMS[:-1])
         agent = self._pick_agent(partner.pk)
-        steps = self._plan_new(at, priority)
+        steps = self._plan_new(at, priority, lead=kind == TicketKind.LEAD)
         self._number += 1
         name = f"SIM-{self._number}"
         try:
@@ -462,28 +492,48 @@ class Simulator:
             f"new {priority} {TicketKind(kind).label.lower()} {name} for {who}: {subject}",
         )
 
-    def _plan_new(self, opened_at: datetime, priority: str) -> list[_Step]:
-        """A new ticket's future, in simulated minutes after opening, drawn from the profile."""
+    def _paced(self, target: timedelta, cap: float) -> float:
+        """Real minutes until the team does something with this target: mostly well within
+        it, sometimes late; at most ``cap`` (unless the target itself is shorter)."""
+        share = (
+            self.rng.uniform(0.1, 0.85)
+            if self.rng.random() < ON_TIME_SHARE
+            else self.rng.uniform(1.05, 1.6)
+        )
+        minutes = target.total_seconds() / 60 * share
+        return min(minutes, max(cap, target.total_seconds() / 60 * 1.6))
+
+    def _plan_new(self, opened_at: datetime, priority: str, *, lead: bool = False) -> list[_Step]:
+        """A new ticket's future, in simulated minutes after opening: the first reply and the
+        resolution paced by its SLA targets (real time), the rest drawn from the profile."""
         rng, p = self.rng, self.profile
-        reply = p.first_response.sample(rng)
-        work = p.response_to_resolution.sample(rng)
-        resolve = reply + work
+        _, first, _, resolve_target = PRIORITY_TARGETS[Priority(priority)]
+        if lead:
+            first = LEAD_FIRST_RESPONSE
+        # In simulated minutes, like every step here (``_real`` divides by the speed).
+        reply = self._paced(first, MAX_REPLY_MINUTES) * self.speed
+        resolve = max(
+            reply + self.speed, self._paced(resolve_target, MAX_RESOLVE_MINUTES) * self.speed
+        )
+        work = resolve - reply
         plan: list[tuple[float, str, str, dict[str, Any]]] = []
         if rng.random() < AUTO_ACK_SHARE and reply >= 2:
             text = {"text": "We received your request."}
             plan.append((rng.uniform(0.1, 1), EventKind.REPLIED, ActorKind.AUTO_ACK, text))
-        plan.append((reply, EventKind.REPLIED, ActorKind.HUMAN, {}))
+        # The agent grabs it first, often a little before answering.
+        plan.append((reply * rng.uniform(0.5, 0.97), EventKind.CLAIMED, ActorKind.HUMAN, {}))
+        plan.append((reply, EventKind.REPLIED, ActorKind.HUMAN, {"text": "Looking into it."}))
         if rng.random() < PLAN_SHARE:
             at = reply + rng.uniform(0.1, 0.6) * work
             plan.append((at, EventKind.PLAN_SENT, ActorKind.HUMAN, {}))
         if rng.random() < p.share_waiting:
             start = reply + rng.uniform(0, 0.8) * work
-            back = start + p.waiting_on_customer.sample(rng)
+            back = start + min(p.waiting_on_customer.sample(rng), 30 * self.speed)
             waiting = {"status": TicketStatus.WAITING_ON_CUSTOMER.value}
             plan.append((start, EventKind.STATUS_CHANGED, ActorKind.HUMAN, waiting))
             reopened = {"status": TicketStatus.OPEN.value}
             plan.append((back, EventKind.STATUS_CHANGED, ActorKind.AUTOMATION, reopened))
-            resolve = max(resolve, back + p.first_response.sample(rng, upper=0.5))
+            resolve = max(resolve, back + rng.uniform(1, 10) * self.speed)
         if rng.random() < p.share_priority_changed:
             at = reply + rng.random() * (resolve - reply)
             new = _shifted(priority, raise_=rng.random() < p.share_priority_raised)
@@ -512,6 +562,10 @@ class Simulator:
         upper = 0.5 if wrap_up else 1.0
         minutes = 0.0
         plan: list[tuple[float, str, str, dict[str, Any]]] = []
+        # Whoever holds it carries on; nobody: an agent grabs it first.
+        agent = ticket.assignee if ticket.assignee_id else self._pick_agent(ticket.partner_id)
+        if ticket.assignee_id is None:
+            plan.append((0.0, EventKind.CLAIMED, ActorKind.HUMAN, {}))
         if ticket.first_human_reply_at is None:
             minutes += p.first_response.sample(rng, upper=upper)
             plan.append((minutes, EventKind.REPLIED, ActorKind.HUMAN, {}))
@@ -532,7 +586,7 @@ class Simulator:
             ticket.pk,
             ticket.external_id,
             ticket.opened_at,
-            self._pick_agent(ticket.partner_id),
+            agent,
             steps,
             wrap_up=wrap_up,
             adopted=True,
@@ -584,15 +638,29 @@ class Simulator:
                 )
             at = max(at, ticket.opened_at)
             user = tracked.agent if step.actor_kind == ActorKind.HUMAN else None
-            record_event(
-                ticket=ticket,
-                kind=step.kind,
-                at=at,
-                now=now,
-                actor_kind=step.actor_kind,
-                user=user,
-                payload=step.payload,
-            )
+            agent_id = user.pk if user is not None else None
+            if ticket.assignee_id is not None and ticket.assignee_id != agent_id:
+                # Someone took it (a person in the queue, say): theirs now; the plan stops.
+                self._tracked.pop(tracked.ticket_id, None)
+                return Action(at, "skipped", name, f"{name} was taken over; plan dropped")
+            if step.kind == EventKind.CLAIMED:
+                if user is None or ticket.assignee_id == agent_id:
+                    return Action(at, "skipped", name, f"{name} needs no claim")
+                # Through the action, so the claim records what it saw (rescues).
+                claim_ticket(ticket=ticket, user=user, now=at)
+            else:
+                record_event(
+                    ticket=ticket,
+                    kind=step.kind,
+                    at=at,
+                    now=now,
+                    actor_kind=step.actor_kind,
+                    user=user,
+                    payload=step.payload,
+                )
+        except ClaimConflict as conflict:
+            self._tracked.pop(tracked.ticket_id, None)
+            return Action(at, "skipped", name, f"{name} is {conflict.holder}'s; plan dropped")
         except (DatabaseError, TicketActionError, ValidationError) as exc:
             return Action(
                 at, "error", name, f"could not record {step.kind} on {name}: {exc}; skipped", False
@@ -613,6 +681,9 @@ class Simulator:
             who = user.username if user else "an agent"
             first = "first " if ticket.first_human_reply_at == at else ""
             return f"{first}human reply on {name} ({ticket.priority}) by {who} after {after}"
+        if step.kind == EventKind.CLAIMED:
+            who = user.username if user else "an agent"
+            return f"{who} grabbed {name} ({ticket.priority})"
         if step.kind == EventKind.PLAN_SENT:
             return f"resolution plan sent on {name} ({ticket.priority}) after {after}"
         if step.kind == EventKind.STATUS_CHANGED:
