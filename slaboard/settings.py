@@ -196,6 +196,13 @@ CELERY_ENABLE_UTC = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Celery 5.7.0's consumer dies when the broker goes away while a task runs; this subclass
+# fixes it (the cause is explained in slaboard/celery.py).
+CELERY_WORKER_CONSUMER = "slaboard.celery:Consumer"
+# On a broker connection loss a running task finishes (its late ack reaches Redis when it is
+# back) instead of being killed half-way: every task here is idempotent and a killed delivery
+# would wait for its lease to expire.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 # Never schedule ETA tasks further ahead than this: the broker re-delivers them after it.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 # Every entry expires before the next one is due, so a backlog after downtime is dropped
