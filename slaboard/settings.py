@@ -203,6 +203,17 @@ CELERY_WORKER_CONSUMER = "slaboard.celery:Consumer"
 # back) instead of being killed half-way: every task here is idempotent and a killed delivery
 # would wait for its lease to expire.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+# Two queues, one worker each, so slow work never delays the live path:
+# - realtime: the minute tick and publishing to screens (short, frequent, time-critical);
+# - background: notification delivery (waits on mail servers and webhook receivers) and the
+#   re-sync of open clocks after a policy edit (long). Unrouted tasks go there too.
+CELERY_TASK_DEFAULT_QUEUE = "background"
+CELERY_TASK_ROUTES = {
+    "policies.tick": {"queue": "realtime"},
+    "dashboard.publish": {"queue": "realtime"},
+    "policies.deliver_notifications": {"queue": "background"},
+    "policies.resync_open_clocks": {"queue": "background"},
+}
 # Never schedule ETA tasks further ahead than this: the broker re-delivers them after it.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 # Every entry expires before the next one is due, so a backlog after downtime is dropped

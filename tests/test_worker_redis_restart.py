@@ -33,7 +33,7 @@ def test_a_busy_worker_survives_a_redis_restart_and_runs_the_next_task(tmp_path:
         "REDIS_URL": redis.url,
         "PYTHONUNBUFFERED": "1",
     }
-    argv = [*CELERY, "worker", "--include", "tests.worker_tasks"]
+    argv = [*CELERY, "worker", "--queues", "realtime,background", "--include", "tests.worker_tasks"]
     # Two slots: while one holds the task the consumer waits in BRPOP for more work, which is
     # the state the crash needs (with one slot the prefetch window is full and it does not).
     argv += ["--concurrency", "2", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
