@@ -5,13 +5,16 @@ Also a throwaway ``redis-server`` a test may stop and start again (never the sha
 
 from __future__ import annotations
 
+import glob
 import os
+import pwd
 import queue
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,6 +30,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_web_port(first: int = 18100, last: int = 18199) -> int:
+    """A free port in the range the project's tests and benchmarks use for web servers."""
+    for port in range(first, last + 1):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {first}-{last}")
 
 
 class Process:
@@ -136,3 +151,58 @@ class RedisServer:
         if self.process is not None:
             self.process.stop(signal.SIGTERM)
             self.process = None
+
+
+def postgres_bin(name: str) -> str:
+    """A PostgreSQL server program (``initdb``, ``pg_ctl``): on PATH, or Debian's directory."""
+    found = shutil.which(name)
+    if found is None:
+        candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+        if not candidates:
+            pytest.fail(f"{name} not found (apt install postgresql)")
+        found = candidates[-1]
+    return found
+
+
+class PostgresServer:
+    """A private PostgreSQL cluster (initdb in a temporary directory, its own port), to stop
+    and start at will; never the shared server. PostgreSQL refuses to run as root, so as root
+    the cluster belongs to the ``postgres`` user and its commands run through ``runuser``."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="slaboard-pg-"))
+        self.data = self.dir / "data"
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            os.chown(self.dir, owner.pw_uid, owner.pw_gid)
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        initdb = [postgres_bin("initdb"), "-D", str(self.data), "-U", "postgres"]
+        self._run(*initdb, "--auth=trust", "--encoding=UTF8", "--no-sync")
+
+    def _run(self, *argv: str, check: bool = True) -> None:
+        result = subprocess.run(
+            [*self.as_user, *argv], capture_output=True, text=True, timeout=120, cwd=self.dir
+        )
+        if check and result.returncode != 0:
+            pytest.fail(f"{' '.join(argv[:2])} failed:\n{result.stdout}{result.stderr}")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = str(self.dir / "log")
+        pg_ctl = postgres_bin("pg_ctl")
+        self._run(pg_ctl, "-D", str(self.data), "-o", options, "-l", log, "-w", "start")
+
+    def stop(self) -> None:
+        """A fast shutdown: clients are disconnected, as in a restart."""
+        self._run(postgres_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def url(self, database: str) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
+
+    def remove(self) -> None:
+        """Stop the server if it runs and delete the cluster."""
+        pg_ctl = postgres_bin("pg_ctl")
+        self._run(pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop", check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
