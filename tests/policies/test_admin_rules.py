@@ -258,7 +258,7 @@ def test_a_large_resync_is_queued_for_the_worker(
             follow=True,
         )
     assert "in the background" in response.content.decode()
-    assert redis_client.llen("celery") == 1  # the task waits in the broker for a worker
+    assert redis_client.llen("background") == 1  # the task waits in the broker for a worker
     clock = SLAClock.objects.get(ticket=ticket, metric=Metric.FIRST_RESPONSE)
     assert clock.due_at == ticket.opened_at + timedelta(hours=1)  # not yet
     resync_open_clocks_task(None, "test")  # what the worker runs
