@@ -32,11 +32,16 @@ def wants_json(request: HttpRequest) -> bool:
     return "application/json" in accept and "text/html" not in accept
 
 
-def is_saturated(error: BaseException) -> bool:
-    """True when the database answers but has no connection to spare (the pool or the server)."""
+def describe(error: BaseException) -> str:
+    """What went wrong, for the client (the log line has the technical reason)."""
     cause = error.__cause__ or error
-    text = str(cause)
-    return type(cause).__name__ == "PoolTimeout" or "too many clients" in text
+    if type(cause).__name__ in {"PoolTimeout", "TooManyRequests"}:
+        # The pool times out both when its connections are all busy and when it cannot open
+        # one (the server is down); its counters cannot tell the two apart reliably.
+        return "No database connection is free (busy or unavailable)"
+    if "too many clients" in str(cause):
+        return "The database is busy"
+    return "The database is unavailable"
 
 
 def unavailable_response(request: HttpRequest, error: BaseException) -> HttpResponse:
@@ -45,10 +50,7 @@ def unavailable_response(request: HttpRequest, error: BaseException) -> HttpResp
     The page is rendered without the request's context processors: they would ask the
     database for the user again.
     """
-    if is_saturated(error):
-        detail = f"slaboard is busy; retry in {RETRY_AFTER_SECONDS} s."
-    else:
-        detail = f"The database is unavailable; retry in {RETRY_AFTER_SECONDS} s."
+    detail = f"{describe(error)}; retry in {RETRY_AFTER_SECONDS} s."
     response: HttpResponse
     if wants_json(request):
         response = JsonResponse({"detail": detail, "errors": []}, status=503)

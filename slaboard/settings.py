@@ -41,12 +41,12 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def database_from_url(url: str) -> dict[str, Any]:
+def database_from_url(url: str, *, pool: dict[str, Any] | None = None) -> dict[str, Any]:
     """Turn a DATABASE_URL into a Django DATABASES entry.
 
     Supports ``sqlite:///relative/or/absolute.sqlite3`` and
     ``postgres://user:password@host:port/name?option=value``. Kept in-house: two schemes do
-    not justify a dependency.
+    not justify a dependency. ``pool``: psycopg_pool options for PostgreSQL (None: no pool).
     """
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
@@ -67,7 +67,12 @@ def database_from_url(url: str) -> dict[str, Any]:
             },
         }
     if parts.scheme in {"postgres", "postgresql", "pgsql"}:
-        options = dict(parse_qsl(parts.query))
+        options: dict[str, Any] = dict(parse_qsl(parts.query))
+        if pool:
+            # Django's built-in psycopg pool (one per process): a process never holds more
+            # than max_size connections, and a request that waits longer than `timeout` for
+            # one gets a 503 with Retry-After (slaboard/middleware.py), not a 500.
+            options["pool"] = pool
         return {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": unquote(parts.path.lstrip("/")) or "slaboard",
@@ -76,8 +81,12 @@ def database_from_url(url: str) -> dict[str, Any]:
             "HOST": parts.hostname or "",
             "PORT": str(parts.port or ""),
             "OPTIONS": options,
-            # Must stay 0 under ASGI: persistent connections leak across async threads.
+            # Must stay 0 under ASGI: persistent connections leak across async threads. With a
+            # pool it must be 0 too (Django refuses otherwise): the pool keeps connections.
             "CONN_MAX_AGE": 0,
+            # A pooled connection is checked before use, so one broken by a database restart
+            # is replaced instead of failing a request.
+            "CONN_HEALTH_CHECKS": bool(pool),
         }
     raise ImproperlyConfigured(
         f"DATABASE_URL scheme {parts.scheme!r} is not supported; use sqlite:/// or postgres://."
@@ -143,7 +152,28 @@ TEMPLATES = [
 ]
 
 DATABASE_URL = env_str("DATABASE_URL", "sqlite:///var/slaboard.sqlite3")
-DATABASES = {"default": database_from_url(DATABASE_URL)}
+
+
+def database_pool() -> dict[str, Any] | None:
+    """PostgreSQL connection pool options from DB_POOL_MIN/MAX/TIMEOUT (DB_POOL_MAX=0: none).
+
+    Per process: size PostgreSQL's max_connections for (web processes + worker processes) x
+    DB_POOL_MAX plus headroom (docs/deployment.md). MIN stays small: Celery closes the pool
+    around every task in its prefork workers, so a larger minimum would only open connections
+    nobody uses.
+    """
+    max_size = int(env_str("DB_POOL_MAX", "10"))
+    if max_size <= 0:
+        return None
+    min_size = min(int(env_str("DB_POOL_MIN", "1")), max_size)
+    return {
+        "min_size": min_size,
+        "max_size": max_size,
+        "timeout": float(env_str("DB_POOL_TIMEOUT", "5")),
+    }
+
+
+DATABASES = {"default": database_from_url(DATABASE_URL, pool=database_pool())}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "tickets.User"

@@ -75,13 +75,16 @@ def until_status(url: str, token: str, status: int, timeout: float = 30) -> int:
         time.sleep(0.2)  # polling for a condition, with a deadline
 
 
+@pytest.mark.parametrize("pool_max", ["10", "0"], ids=["pooled", "unpooled"])
 def test_a_stopped_database_answers_503_and_recovers_without_a_restart(
-    postgres: PostgresServer,
+    postgres: PostgresServer, pool_max: str
 ) -> None:
     port = free_web_port()
     env = {
         **os.environ,
         "DATABASE_URL": postgres.url("slaboard"),
+        "DB_POOL_MAX": pool_max,
+        "DB_POOL_TIMEOUT": "1",  # pooled: how long a request waits for a connection
         "DEBUG": "0",
         "SECRET_KEY": "test-" + "x" * 50,
         "PYTHONUNBUFFERED": "1",
@@ -103,7 +106,13 @@ def test_a_stopped_database_answers_503_and_recovers_without_a_restart(
         assert status == 503, body[:500]
         assert headers["Content-Type"] == "application/json"
         assert headers["Retry-After"] == "5"
-        assert json.loads(body)["detail"] == "The database is unavailable; retry in 5 s."
+        assert (
+            json.loads(body)["detail"]
+            == {
+                "10": "No database connection is free (busy or unavailable); retry in 5 s.",
+                "0": "The database is unavailable; retry in 5 s.",
+            }[pool_max]
+        )
         status, headers, body = get(page)
         assert status == 503 and headers["Retry-After"] == "5"
         assert headers["Content-Type"].startswith("text/html")
