@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from celery.worker.consumer import Consumer as CeleryConsumer
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "slaboard.settings")
@@ -13,6 +13,31 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "slaboard.settings")
 app = Celery("slaboard")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.setup_logging.connect
+def use_django_logging(**kwargs: Any) -> None:
+    """Workers and beat log like the web processes (settings.LOGGING: format, filters)."""
+    from logging.config import dictConfig
+
+    from django.conf import settings
+
+    dictConfig(settings.LOGGING)
+
+
+@signals.task_prerun.connect
+def set_task_id(task_id: str | None = None, **kwargs: Any) -> None:
+    """A task's log lines carry its id where a request's carry the request id."""
+    from slaboard.logs import request_id
+
+    request_id.set(task_id or "-")
+
+
+@signals.task_postrun.connect
+def clear_task_id(**kwargs: Any) -> None:
+    from slaboard.logs import request_id
+
+    request_id.set("-")
 
 
 class Consumer(CeleryConsumer):

@@ -1,8 +1,11 @@
-"""Project middleware: a database that does not answer is a 503 with Retry-After, not a 500."""
+"""Project middleware: one log line per request with its id; a database that does not answer
+is a 503 with Retry-After, not a 500."""
 
 from __future__ import annotations
 
 import logging
+import re
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -11,7 +14,54 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 
+from slaboard.logs import request_id
+
 log = logging.getLogger("slaboard.database")
+access_log = logging.getLogger("slaboard.request")
+
+#: An id sent by a proxy in X-Request-ID is kept if it looks like one; otherwise we make one.
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+
+
+class RequestLogMiddleware:
+    """Give each request an id (X-Request-ID in and out) and write its one access line.
+
+    The id is on every log line written while the request is handled (``slaboard.logs``).
+    The line: ``GET /path 200 12 ms``, with method, path, status and duration_ms as fields
+    for the JSON format. It replaces the servers' own access logs (settings.LOGGING).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        given = request.headers.get("X-Request-ID", "")
+        rid = given if REQUEST_ID.match(given) else secrets.token_hex(8)
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        try:
+            response = self.get_response(request)
+            response["X-Request-ID"] = rid
+            duration = (time.perf_counter() - started) * 1000
+            status = response.status_code
+            access_log.log(
+                logging.WARNING if status >= 500 else logging.INFO,
+                "%s %s %s %.0f ms",
+                request.method,
+                request.get_full_path(),
+                status,
+                duration,
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": status,
+                    "duration_ms": round(duration, 1),
+                },
+            )
+            return response
+        finally:
+            request_id.reset(token)
+
 
 #: What PostgreSQL being down, restarting, refusing connections ("too many clients already")
 #: or the connection pool timing out looks like through Django and psycopg: all raise

@@ -120,6 +120,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: a request id for every log line, and the one access line per request.
+    "slaboard.middleware.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # PostgreSQL down, restarting or saturated: 503 + Retry-After (JSON or a page), never a 500.
     "slaboard.middleware.DatabaseUnavailableMiddleware",
@@ -294,10 +296,41 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
     CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
 
-LOGGING = {
+# LOG_FORMAT=json: one JSON object per line (for a log collector); plain otherwise. Every line
+# carries the request id (X-Request-ID) or the Celery task id (slaboard/logs.py).
+LOG_FORMAT = env_str("LOG_FORMAT", "plain")
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: use plain or json.")
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        "request_id": {"()": "slaboard.logs.RequestIdFilter"},
+        "expected": {"()": "slaboard.logs.ExpectedFilter"},
+        "quiet_tasks": {"()": "slaboard.logs.QuietTasksFilter"},
+    },
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "slaboard.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id", "expected", "quiet_tasks"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {
+        # Django's defaults give "django" a console handler of its own (with DEBUG) that also
+        # propagates to the root: every request and warning was written twice. Root only.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        # The access line comes from slaboard.middleware.RequestLogMiddleware (with the request
+        # id); the servers' own ones (Daphne under runserver, uvicorn) would repeat it.
+        "django.channels.server": {"handlers": [], "propagate": False},
+        "uvicorn.access": {"handlers": [], "propagate": False},
+        # uvicorn's start-up and error lines in the same format as everything else.
+        "uvicorn": {"handlers": [], "propagate": True},
+        "uvicorn.error": {"handlers": [], "propagate": True},
+    },
 }

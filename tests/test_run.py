@@ -162,6 +162,8 @@ def test_the_run_command_starts_everything_and_stops_it_on_ctrl_c(
     output = "".join(run.output)
     assert code == 0, output[-3000:]
     assert "Stopping redis, web, realtime, background, beat and sim" in output
+    # One access line per request, with its id (Daphne's own line and Django's repeat are off).
+    assert len(re.findall(r"\[[0-9a-f]{16}\] GET /healthz 200 ", output)) == 1, output[-3000:]
     # Ctrl-C stops the children for good: nothing is restarted on the way out.
     assert "starting it again" not in output.split("Stopping redis")[1]
     assert "Stopped." in output
