@@ -174,7 +174,7 @@ def main() -> None:
         "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/11"),
         "DEBUG": "0",
         "SECRET_KEY": "bench-" + "x" * 50,
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
         "DB_POOL_MAX": args.pool_max,
         "DB_POOL_TIMEOUT": args.pool_timeout,
     }

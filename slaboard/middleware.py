@@ -45,7 +45,8 @@ class RequestLogMiddleware:
             duration = (time.perf_counter() - started) * 1000
             status = response.status_code
             access_log.log(
-                logging.WARNING if status >= 500 else logging.INFO,
+                # A 503 is load shed or a database away, reported once by the middleware below.
+                logging.WARNING if status >= 500 and status != 503 else logging.INFO,
                 "%s %s %s %.0f ms",
                 request.method,
                 request.get_full_path(),
