@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 from celery import shared_task
 from django.utils import timezone
 
 from policies.actions import reevaluate_due_clocks, resync_open_clocks
 from policies.notifications.deliver import deliver_due
+from policies.notifications.detect import enqueue_delivery
 
 
 @shared_task(name="policies.resync_open_clocks", ignore_result=True)
@@ -20,17 +23,32 @@ def tick_task() -> int:
     return reevaluate_due_clocks(now=timezone.now())
 
 
-@shared_task(name="policies.deliver_notifications", ignore_result=True)
-def deliver_notifications_task(batch: int = 20, budget: int = 500) -> int:
-    """Deliver due notifications (on commit of new ones, and every minute from beat).
+#: A delivery task takes no new row after this long, and hands the rest to a fresh task: a slow
+#: receiver never holds a background slot for minutes (each send is bounded by its own timeout:
+#: 5 s per webhook, 10 s per email), and other background work gets its turn in between.
+DELIVERY_SECONDS = 20.0
+
+
+@shared_task(
+    name="policies.deliver_notifications",
+    ignore_result=True,
+    # A backstop far beyond DELIVERY_SECONDS plus one send: a send interrupted by the soft limit
+    # is recorded as a retry; a killed worker's row is retried when its lease expires.
+    soft_time_limit=120,
+    time_limit=150,
+)
+def deliver_notifications_task(seconds: float = DELIVERY_SECONDS) -> int:
+    """Deliver due notifications for up to ``seconds`` (on commit of new ones, and every
+    minute from beat); if some are still due then, schedule another task to carry on.
 
     Retries are rows with a later ``next_attempt_at`` found by this sweep, not Celery ETA
     tasks: the database stays the only truth and the broker holds nothing long.
     """
+    started = time.monotonic()
     total = 0
-    while total < budget:
-        done = deliver_due(now=timezone.now(), limit=batch)
-        total += done
-        if done < batch:
+    while deliver_due(now=timezone.now(), limit=1):
+        total += 1
+        if time.monotonic() - started >= seconds:
+            enqueue_delivery()  # more may be due: a fresh task, queued behind other work
             break
     return total

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
+from slaboard.middleware import log_unavailable, unavailable_response
 from tickets.api.auth import TokenAuth
 from tickets.api.endpoints import router
 from tickets.api.errors import ApiError, RateLimited, error_response
@@ -70,3 +72,14 @@ def on_http_error(request: HttpRequest, error: HttpError) -> HttpResponse:
     return api.create_response(
         request, {"detail": str(error), "errors": []}, status=error.status_code
     )
+
+
+@api.exception_handler(OperationalError)
+@api.exception_handler(InterfaceError)
+def on_database_unavailable(request: HttpRequest, error: DatabaseError) -> HttpResponse:
+    """PostgreSQL down, restarting or saturated: 503 JSON with Retry-After (never a 500).
+
+    The same errors as slaboard.middleware.DATABASE_UNAVAILABLE, answered the same way.
+    """
+    log_unavailable(request, error)
+    return unavailable_response(request, error)

@@ -1,10 +1,14 @@
 """Run the whole product locally: `python -m slaboard.run` (what `make run` calls).
 
 Migrates, seeds the demo once, makes sure Redis answers (starting a local redis-server if one is
-installed), then starts the web server (ASGI, with websockets), one Celery worker, exactly one
-Celery beat and the traffic simulator (unless SIMULATE=0), prefixes their output, and stops all
-of them cleanly on Ctrl-C. If any of them dies, the others are stopped too and the exit code
-says so.
+installed), then starts the web server (ASGI, with websockets), one Celery worker per queue
+(``realtime``: the tick and publishing; ``background``: notification delivery and re-syncs),
+exactly one Celery beat and the traffic simulator (unless SIMULATE=0), prefixes their output,
+and stops all of them cleanly on Ctrl-C.
+
+A worker, the beat or the simulator that dies is started again after a back-off (1 s, doubling
+to 30 s; back to 1 s once it has run for a minute), with a line saying so. The web server and
+the Redis started here are not: if one of them dies, everything stops and the exit code says so.
 """
 
 from __future__ import annotations
@@ -24,14 +28,42 @@ from urllib.parse import urlsplit
 BASE_DIR = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 STOP_GRACE_SECONDS = 10
+#: A restartable child that died waits this long before starting again, doubling each time...
+RESTART_BACKOFF_FIRST = 1.0
+#: ...up to this...
+RESTART_BACKOFF_MAX = 30.0
+#: ...and back to the first wait once it has run this long.
+RESTART_BACKOFF_RESET_AFTER = 60.0
+#: Prefix width of the children's output (`realtime | …`).
+NAME_WIDTH = 10
 
 
 @dataclass
 class Child:
     name: str
     argv: list[str]
+    #: Start it again when it dies (workers, beat, simulator), rather than stopping everything.
+    restart: bool = False
     process: subprocess.Popen[bytes] | None = None
     reader: threading.Thread | None = field(default=None, repr=False)
+    started_at: float = 0.0
+    restarts: int = 0
+    backoff: float = RESTART_BACKOFF_FIRST
+    #: When a dead restartable child is due to start again (None while it runs).
+    restart_at: float | None = None
+
+
+def worker_argv(queue: str, *, concurrency: int, loglevel: str = "INFO") -> list[str]:
+    """The command of one Celery worker consuming one queue (docs/deployment.md has the same).
+
+    Gossip and mingle are off: slaboard uses neither (no remote control, no revoked-task
+    sync), they cost a second at start-up, and gossip logs an error on every broker outage.
+    """
+    return [
+        *[PYTHON, "-m", "celery", "-A", "slaboard", "worker"],
+        *["--queues", queue, "--hostname", f"{queue}@%h", "--concurrency", str(concurrency)],
+        *["--loglevel", loglevel, "--without-gossip", "--without-mingle"],
+    ]
 
 
 def say(message: str) -> None:
@@ -103,16 +135,16 @@ def ensure_redis(url: str) -> Child | None:
     raise SystemExit(2)
 
 
-def _pump(child: Child) -> None:
-    assert child.process is not None and child.process.stdout is not None
-    prefix = f"{child.name:>6} | "
-    for raw in iter(child.process.stdout.readline, b""):
+def _pump(child: Child, process: subprocess.Popen[bytes]) -> None:
+    assert process.stdout is not None
+    prefix = f"{child.name:>{NAME_WIDTH}} | "
+    for raw in iter(process.stdout.readline, b""):
         sys.stdout.write(prefix + raw.decode(errors="replace"))
         sys.stdout.flush()
 
 
 def start(child: Child) -> None:
-    child.process = subprocess.Popen(
+    process = subprocess.Popen(
         child.argv,
         cwd=BASE_DIR,
         stdout=subprocess.PIPE,
@@ -120,8 +152,40 @@ def start(child: Child) -> None:
         stdin=subprocess.DEVNULL,
         start_new_session=True,  # Ctrl-C reaches us only; we stop the children in order
     )
-    child.reader = threading.Thread(target=_pump, args=(child,), daemon=True)
+    child.process = process
+    child.started_at = time.monotonic()
+    child.restart_at = None
+    child.reader = threading.Thread(target=_pump, args=(child, process), daemon=True)
     child.reader.start()
+
+
+def supervise(child: Child, now: float) -> str | None:
+    """Look after one child; return why everything must stop, or None.
+
+    A restartable child that exited is scheduled to start again after its back-off, and
+    started when that has passed; any other child that exited stops the whole product.
+    """
+    assert child.process is not None
+    if child.restart_at is not None:
+        if now >= child.restart_at:
+            child.restarts += 1
+            start(child)
+            say(f"{child.name} restarted (pid {child.process.pid}, restart {child.restarts}).")
+        return None
+    code = child.process.poll()
+    if code is None:
+        return None
+    if not child.restart:
+        return f"{child.name} exited with code {code}; stopping the rest."
+    if child.reader is not None:
+        child.reader.join(timeout=2)  # its last words before ours
+    if now - child.started_at >= RESTART_BACKOFF_RESET_AFTER:
+        child.backoff = RESTART_BACKOFF_FIRST
+    wait = child.backoff
+    child.backoff = min(child.backoff * 2, RESTART_BACKOFF_MAX)
+    child.restart_at = now + wait
+    say(f"{child.name} exited with code {code}; starting it again in {wait:g} s.")
+    return None
 
 
 def stop_all(children: list[Child]) -> None:
@@ -182,21 +246,27 @@ def main() -> int:
         children.append(redis_child)
 
     celery = [PYTHON, "-m", "celery", "-A", "slaboard"]
+    beat_schedule = str(BASE_DIR / "var" / "beat")
     children += [
         Child("web", [PYTHON, "manage.py", "runserver", "--noreload", f"{host}:{port}"]),
-        Child("worker", [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"]),
+        # One worker per queue, so a slow webhook receiver never delays the tick (settings).
+        Child("realtime", worker_argv("realtime", concurrency=2), restart=True),
+        Child("background", worker_argv("background", concurrency=2), restart=True),
         # Exactly one beat, here and only here (never `worker -B`).
         Child(
             "beat",
-            [*celery, "beat", "--loglevel", "INFO", "--schedule", str(BASE_DIR / "var" / "beat")],
+            [*celery, "beat", "--loglevel", "INFO", "--schedule", beat_schedule],
+            restart=True,
         ),
     ]
     if os.environ.get("SIMULATE", "1") not in {"0", "false", "no"}:
         # Demo traffic so the boards move while someone watches (SIMULATE=0 turns it off).
-        children.append(Child("sim", [PYTHON, "manage.py", "simulate"]))
+        children.append(Child("sim", [PYTHON, "manage.py", "simulate"], restart=True))
     for child in children:
         if child.process is None:
             start(child)
+            assert child.process is not None
+            say(f"{child.name} started (pid {child.process.pid}).")
 
     url_host = "localhost" if host in {"127.0.0.1", "0.0.0.0"} else host
     say(f"slaboard is starting at http://{url_host}:{port}/  (wall board: /boards/all/)")
@@ -209,10 +279,9 @@ def main() -> int:
     exit_code = 0
     while not stopping.is_set():
         for child in children:
-            assert child.process is not None
-            code = child.process.poll()
-            if code is not None:
-                say(f"{child.name} exited with code {code}; stopping the rest.")
+            reason = supervise(child, time.monotonic())
+            if reason is not None:
+                say(reason)
                 exit_code = 1
                 stopping.set()
                 break

@@ -41,12 +41,12 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def database_from_url(url: str) -> dict[str, Any]:
+def database_from_url(url: str, *, pool: dict[str, Any] | None = None) -> dict[str, Any]:
     """Turn a DATABASE_URL into a Django DATABASES entry.
 
     Supports ``sqlite:///relative/or/absolute.sqlite3`` and
     ``postgres://user:password@host:port/name?option=value``. Kept in-house: two schemes do
-    not justify a dependency.
+    not justify a dependency. ``pool``: psycopg_pool options for PostgreSQL (None: no pool).
     """
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
@@ -67,7 +67,12 @@ def database_from_url(url: str) -> dict[str, Any]:
             },
         }
     if parts.scheme in {"postgres", "postgresql", "pgsql"}:
-        options = dict(parse_qsl(parts.query))
+        options: dict[str, Any] = dict(parse_qsl(parts.query))
+        if pool:
+            # Django's built-in psycopg pool (one per process): a process never holds more
+            # than max_size connections, and a request that waits longer than `timeout` for
+            # one gets a 503 with Retry-After (slaboard/middleware.py), not a 500.
+            options["pool"] = pool
         return {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": unquote(parts.path.lstrip("/")) or "slaboard",
@@ -76,8 +81,12 @@ def database_from_url(url: str) -> dict[str, Any]:
             "HOST": parts.hostname or "",
             "PORT": str(parts.port or ""),
             "OPTIONS": options,
-            # Must stay 0 under ASGI: persistent connections leak across async threads.
+            # Must stay 0 under ASGI: persistent connections leak across async threads. With a
+            # pool it must be 0 too (Django refuses otherwise): the pool keeps connections.
             "CONN_MAX_AGE": 0,
+            # A pooled connection is checked before use, so one broken by a database restart
+            # is replaced instead of failing a request.
+            "CONN_HEALTH_CHECKS": bool(pool),
         }
     raise ImproperlyConfigured(
         f"DATABASE_URL scheme {parts.scheme!r} is not supported; use sqlite:/// or postgres://."
@@ -112,7 +121,11 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: a request id for every log line, and the one access line per request.
+    "slaboard.middleware.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # PostgreSQL down, restarting or saturated: 503 + Retry-After (JSON or a page), never a 500.
+    "slaboard.middleware.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -142,7 +155,28 @@ TEMPLATES = [
 ]
 
 DATABASE_URL = env_str("DATABASE_URL", "sqlite:///var/slaboard.sqlite3")
-DATABASES = {"default": database_from_url(DATABASE_URL)}
+
+
+def database_pool() -> dict[str, Any] | None:
+    """PostgreSQL connection pool options from DB_POOL_MIN/MAX/TIMEOUT (DB_POOL_MAX=0: none).
+
+    Per process: size PostgreSQL's max_connections for (web processes + worker processes) x
+    DB_POOL_MAX plus headroom (docs/deployment.md). MIN stays small: Celery closes the pool
+    around every task in its prefork workers, so a larger minimum would only open connections
+    nobody uses.
+    """
+    max_size = int(env_str("DB_POOL_MAX", "10"))
+    if max_size <= 0:
+        return None
+    min_size = min(int(env_str("DB_POOL_MIN", "1")), max_size)
+    return {
+        "min_size": min_size,
+        "max_size": max_size,
+        "timeout": float(env_str("DB_POOL_TIMEOUT", "5")),
+    }
+
+
+DATABASES = {"default": database_from_url(DATABASE_URL, pool=database_pool())}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "tickets.User"
@@ -198,6 +232,24 @@ CELERY_ENABLE_UTC = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Celery 5.7.0's consumer dies when the broker goes away while a task runs; this subclass
+# fixes it (the cause is explained in slaboard/celery.py).
+CELERY_WORKER_CONSUMER = "slaboard.celery:Consumer"
+# On a broker connection loss a running task finishes (its late ack reaches Redis when it is
+# back) instead of being killed half-way: every task here is idempotent and a killed delivery
+# would wait for its lease to expire.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+# Two queues, one worker each, so slow work never delays the live path:
+# - realtime: the minute tick and publishing to screens (short, frequent, time-critical);
+# - background: notification delivery (waits on mail servers and webhook receivers) and the
+#   re-sync of open clocks after a policy edit (long). Unrouted tasks go there too.
+CELERY_TASK_DEFAULT_QUEUE = "background"
+CELERY_TASK_ROUTES = {
+    "policies.tick": {"queue": "realtime"},
+    "dashboard.publish": {"queue": "realtime"},
+    "policies.deliver_notifications": {"queue": "background"},
+    "policies.resync_open_clocks": {"queue": "background"},
+}
 # Never schedule ETA tasks further ahead than this: the broker re-delivers them after it.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 # Every entry expires before the next one is due, so a backlog after downtime is dropped
@@ -246,10 +298,41 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
     CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
 
-LOGGING = {
+# LOG_FORMAT=json: one JSON object per line (for a log collector); plain otherwise. Every line
+# carries the request id (X-Request-ID) or the Celery task id (slaboard/logs.py).
+LOG_FORMAT = env_str("LOG_FORMAT", "plain")
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: use plain or json.")
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        "request_id": {"()": "slaboard.logs.RequestIdFilter"},
+        "expected": {"()": "slaboard.logs.ExpectedFilter"},
+        "quiet_tasks": {"()": "slaboard.logs.QuietTasksFilter"},
+    },
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "slaboard.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id", "expected", "quiet_tasks"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {
+        # Django's defaults give "django" a console handler of its own (with DEBUG) that also
+        # propagates to the root: every request and warning was written twice. Root only.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        # The access line comes from slaboard.middleware.RequestLogMiddleware (with the request
+        # id); the servers' own ones (Daphne under runserver, uvicorn) would repeat it.
+        "django.channels.server": {"handlers": [], "propagate": False},
+        "uvicorn.access": {"handlers": [], "propagate": False},
+        # uvicorn's start-up and error lines in the same format as everything else.
+        "uvicorn": {"handlers": [], "propagate": True},
+        "uvicorn.error": {"handlers": [], "propagate": True},
+    },
 }

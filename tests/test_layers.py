@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "slaboard",
             "slaboard.settings",
             "slaboard.celery",
+            "slaboard.logs",
         ],
     ),
     (
@@ -89,6 +90,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "dashboard.templatetags.*",
             "slaboard.api",
             "slaboard.asgi",
+            "slaboard.middleware",
             "slaboard.run",
             "slaboard.demo",
             "slaboard.simulation",

@@ -75,6 +75,21 @@ class Supervisor:
             self.output.append(line)
             missing = [n for n in missing if n not in line]
 
+    def wait_for_count(self, needle: str, count: int, timeout: float = STARTUP_TIMEOUT) -> None:
+        """Block until ``needle`` has appeared on ``count`` lines."""
+        deadline = time.monotonic() + timeout
+        while sum(needle in line for line in self.output) < count:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"timed out waiting for {needle!r} x{count}:\n" + self.tail())
+            if line is None:
+                pytest.fail(f"exited before {needle!r} x{count}:\n" + self.tail())
+            self.output.append(line)
+
+    def tail(self) -> str:
+        return "".join(self.output[-60:])
+
     def stop(self) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
@@ -109,10 +124,12 @@ def test_the_run_command_starts_everything_and_stops_it_on_ctrl_c(
             f"starting a local redis-server on port {redis_port}",
             "Demo login: alice / " + DEMO_PASSWORD,
             "Listening on TCP address",
-            "ready.",  # the Celery worker
+            "realtime@",  # one Celery worker per queue
+            "background@",
             "beat: Starting",
             "sim |",  # the traffic simulator makes the demo move
         )
+        run.wait_for_count("ready.", 2)
         base = f"http://127.0.0.1:{env['PORT']}"
         with urllib.request.urlopen(f"{base}/healthz", timeout=10) as response:
             assert response.read() == b"ok"
@@ -133,11 +150,25 @@ def test_the_run_command_starts_everything_and_stops_it_on_ctrl_c(
         assert "Select ticket to change" in tickets_page
         total = re.search(r"(\d+) tickets", tickets_page)
         assert total is not None and int(total.group(1)) >= 300  # the demo, plus simulated ones
+
+        # A worker that dies (here: killed with its pool) is started again and comes back ready.
+        started = next(line for line in run.output if "[slaboard] realtime started (pid" in line)
+        pid = int(re.search(r"pid (\d+)", started).group(1))  # type: ignore[union-attr]
+        os.killpg(pid, signal.SIGKILL)
+        run.wait_for(
+            f"realtime exited with code -{int(signal.SIGKILL)}; starting it again in 1 s.",
+            "[slaboard] realtime restarted (pid",
+        )
+        run.wait_for_count("ready.", 3)
     finally:
         code = run.stop()
     output = "".join(run.output)
     assert code == 0, output[-3000:]
-    assert "Stopping redis, web, worker, beat and sim" in output
+    assert "Stopping redis, web, realtime, background, beat and sim" in output
+    # One access line per request, with its id (Daphne's own line and Django's repeat are off).
+    assert len(re.findall(r"\[[0-9a-f]{16}\] GET /healthz 200 ", output)) == 1, output[-3000:]
+    # Ctrl-C stops the children for good: nothing is restarted on the way out.
+    assert "starting it again" not in output.split("Stopping redis")[1]
     assert "Stopped." in output
     assert "did not stop" not in output
     with pytest.raises(OSError):  # the Redis it started is gone with it

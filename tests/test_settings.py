@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from slaboard.settings import BASE_DIR, database_from_url, env_bool
+from slaboard.settings import BASE_DIR, database_from_url, database_pool, env_bool
 
 
 def test_a_postgres_url_becomes_a_postgres_database() -> None:
@@ -23,6 +23,24 @@ def test_a_postgres_url_becomes_a_postgres_database() -> None:
     )
     assert db["OPTIONS"] == {"sslmode": "require"}
     assert db["CONN_MAX_AGE"] == 0
+
+
+def test_a_postgres_database_gets_a_bounded_pool_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DB_POOL_MIN", "2")
+    monkeypatch.setenv("DB_POOL_MAX", "8")
+    monkeypatch.setenv("DB_POOL_TIMEOUT", "3")
+    db = database_from_url("postgres://sla@db/board", pool=database_pool())
+    assert db["OPTIONS"]["pool"] == {"min_size": 2, "max_size": 8, "timeout": 3.0}
+    assert db["CONN_MAX_AGE"] == 0  # Django refuses persistent connections with a pool
+    assert db["CONN_HEALTH_CHECKS"] is True  # a connection broken by a restart is replaced
+
+
+def test_db_pool_max_zero_turns_the_pool_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_POOL_MAX", "0")
+    db = database_from_url("postgres://sla@db/board", pool=database_pool())
+    assert "pool" not in db["OPTIONS"] and db["CONN_HEALTH_CHECKS"] is False
 
 
 def test_a_relative_sqlite_url_lives_in_the_project() -> None:

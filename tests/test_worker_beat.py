@@ -77,7 +77,12 @@ def test_beat_and_worker_turn_a_clock_yellow_by_themselves(
     }
     lines: queue.Queue[str] = queue.Queue()
     celery = [sys.executable, "-m", "celery", "-A", "slaboard"]
-    worker = _start([*celery, "worker", "--loglevel", "INFO", "--concurrency", "1"], env, lines)
+    worker = _start(
+        [*celery, "worker", "--queues", "realtime,background", "--loglevel", "INFO"]
+        + ["--concurrency", "1"],
+        env,
+        lines,
+    )
     beat = _start(
         [*celery, "beat", "--loglevel", "INFO", "--schedule", str(tmp_path / "beat")], env, lines
     )

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 def test_a_burst_of_ten_thousand_changes_schedules_one_publish(live_redis: Any) -> None:
     for _ in range(10_000):
         publish.mark_dirty()
-    assert live_redis.llen("celery") == 1  # one publish task waits for the worker
+    assert live_redis.llen("realtime") == 1  # one publish task waits for the worker
     assert publish.change_count() == 10_000
 
 
@@ -31,19 +31,19 @@ def test_a_commit_of_many_changes_is_counted_once_and_every_commit_is(live_redis
             for _ in range(500):
                 tickets_changed_on_commit()
     assert publish.change_count() == 2
-    assert live_redis.llen("celery") == 1
+    assert live_redis.llen("realtime") == 1
 
 
 def test_a_change_counted_while_a_publish_runs_gets_a_publish_of_its_own(
     live_redis: Any,
 ) -> None:
     publish.mark_dirty()
-    assert live_redis.llen("celery") == 1
+    assert live_redis.llen("realtime") == 1
     version = publish.begin_publish()  # the worker starts that publish...
     publish.mark_dirty()  # ...and a change commits after it read the count
-    assert live_redis.llen("celery") == 1  # the running publish is responsible for it
+    assert live_redis.llen("realtime") == 1  # the running publish is responsible for it
     assert publish.end_publish(version) is True
-    assert live_redis.llen("celery") == 2  # the follow-up publish
+    assert live_redis.llen("realtime") == 2  # the follow-up publish
 
 
 def test_a_change_just_after_a_publish_is_scheduled_not_dropped(live_redis: Any) -> None:
@@ -51,9 +51,9 @@ def test_a_change_just_after_a_publish_is_scheduled_not_dropped(live_redis: Any)
     version = publish.begin_publish()
     assert publish.end_publish(version) is False  # nothing new: a short cooldown starts
     publish.mark_dirty()  # within the cooldown: published when it ends, not forgotten
-    assert live_redis.llen("celery") == 2
+    assert live_redis.llen("realtime") == 2
     publish.mark_dirty()  # that publish is scheduled: this one only counts
-    assert live_redis.llen("celery") == 2
+    assert live_redis.llen("realtime") == 2
 
 
 def test_a_publish_keeps_each_groups_snapshot_for_connecting_screens(

@@ -260,7 +260,7 @@ def test_a_large_resync_is_queued_for_the_worker(
             follow=True,
         )
     assert "in the background" in response.content.decode()
-    assert redis_client.llen("celery") == 1  # the task waits in the broker for a worker
+    assert redis_client.llen("background") == 1  # the task waits in the broker for a worker
     clock = SLAClock.objects.get(ticket=ticket, metric=Metric.FIRST_RESPONSE)
     assert clock.due_at == ticket.opened_at + timedelta(hours=1)  # not yet
     resync_open_clocks_task(None, "test")  # what the worker runs
@@ -285,4 +285,4 @@ def test_a_policy_edit_in_the_admin_refreshes_the_boards_when_it_commits(
             _policy_form(policy, first_response={"duration": "20 min"}),
         )
     assert publish.change_count() == before + 1
-    assert live_redis.llen("celery") == 1  # the publish task waits for a worker
+    assert live_redis.llen("realtime") == 1  # the publish task waits for a worker

@@ -266,6 +266,28 @@ def test_a_redelivered_task_sends_nothing_twice(db: Any, receiver: Receiver) -> 
     assert len(receiver.requests) == 1 and len(mail.outbox) == 1
 
 
+def test_a_delivery_task_stops_at_its_time_and_hands_the_rest_to_a_new_task(
+    db: Any, receiver: Receiver, redis_client: Any
+) -> None:
+    now = timezone.now()
+    make_sla_policy(
+        calendar=make_always_calendar(), targets={Metric.FIRST_RESPONSE: timedelta(hours=1)}
+    )
+    opened = now - timedelta(hours=1, seconds=10)
+    make_ticket(now=opened, opened_at=opened)
+    for name in ("NOC", "Partner desk", "Escalations"):
+        make_rule(name=name, trigger=Trigger.RED, webhook_url=receiver.url)
+    reevaluate_due_clocks(now=opened)
+    reevaluate_due_clocks(now=now)
+    assert deliver_notifications_task(seconds=0) == 1  # its time is up after one message …
+    queued = [
+        json.loads(raw)["headers"]["task"] for raw in redis_client.lrange("background", 0, -1)
+    ]
+    assert queued == ["policies.deliver_notifications"]  # … and another task carries on
+    assert deliver_notifications_task() == 2  # (what that task does)
+    assert len(receiver.requests) == 3
+
+
 def test_a_crashed_worker_is_retried_after_its_lease_and_only_then(
     breached: SimpleNamespace, receiver: Receiver
 ) -> None:
