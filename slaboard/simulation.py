@@ -593,7 +593,14 @@ class Simulator:
         )
 
     def _keep_open_count(self, now: datetime) -> None:
-        """Above the target, bring one more resolution forward for every arrival.
+        """Above the target, bring resolutions forward: up to three for every arrival, so the
+        count comes down even when tickets live long (their pace follows their targets)."""
+        for _ in range(3):
+            if not self._wrap_up_one(now):
+                return
+
+    def _wrap_up_one(self, now: datetime) -> bool:
+        """Bring one resolution forward if the open count is above the target.
 
         First an open demo/sim ticket nobody plans for (the oldest), else the planned ticket
         whose resolution is furthest away. Tickets already being wrapped up count as closed.
@@ -601,7 +608,7 @@ class Simulator:
         assert self.target_open is not None
         wrapping = sum(1 for t in self._tracked.values() if t.wrap_up)
         if self.open_count() - wrapping <= self.target_open:
-            return
+            return False
         ticket = (
             Ticket.objects.open()
             .filter(source__in=SOURCES)
@@ -612,12 +619,13 @@ class Simulator:
         if ticket is None:
             candidates = [t for t in self._tracked.values() if not t.wrap_up]
             if not candidates:
-                return
+                return False
             furthest = max(candidates, key=lambda t: t.steps[-1].at)
             ticket = Ticket.objects.filter(pk=furthest.ticket_id).first()
             if ticket is None or not ticket.is_open:
-                return
+                return False
         self._adopt(ticket, now, wrap_up=True)
+        return True
 
     # Applying a planned step.
 

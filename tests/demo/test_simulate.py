@@ -15,7 +15,6 @@ from django.utils import timezone
 from policies.models import SLAClock
 from slaboard.demo import seed_demo
 from slaboard.simulation import (
-    DEFAULT_SPEED,
     PROFILE_PATH,
     Action,
     Simulator,
@@ -112,14 +111,13 @@ def test_a_missing_or_broken_profile_falls_back_to_documented_defaults(tmp_path:
     assert fallback.first_response.quantile(0.5) == load_profile().first_response.quantile(0.5)
 
 
-def test_a_simulated_day_creates_tickets_and_events_through_the_actions(now: datetime) -> None:
+def test_simulated_hours_create_tickets_and_events_through_the_actions(now: datetime) -> None:
     seed_demo(now=now - timedelta(days=1), tickets=0)
-    # Default speed: a third of a simulated day is 2 real minutes.
-    end = now + timedelta(minutes=2)
-    actions = drive(Simulator(rng=random.Random(1)), now, end)
+    end = now + timedelta(hours=3)
+    actions = drive(Simulator(rng=random.Random(1), rate=0.2), now, end)
 
     tickets = list(Ticket.objects.filter(source="sim").prefetch_related("events"))
-    assert 10 <= len(tickets) <= 50  # 48 a simulated day, more in office hours
+    assert 15 <= len(tickets) <= 60  # 0.2 a minute, more in office hours
     assert sorted(int(t.external_id.removeprefix("SIM-")) for t in tickets) == list(
         range(1, len(tickets) + 1)
     )
@@ -133,7 +131,11 @@ def test_a_simulated_day_creates_tickets_and_events_through_the_actions(now: dat
     assert len(replied) > len(tickets) / 2
     assert events.filter(kind=EventKind.REPLIED, actor_kind=ActorKind.HUMAN).exists()
     assert events.filter(kind=EventKind.REPLIED, actor_kind=ActorKind.AUTO_ACK).exists()
-    assert events.filter(kind=EventKind.REPLIED, user__isnull=False).exists()
+    # Agents grab a ticket before they answer it, through the claim action.
+    for ticket in replied:
+        claim = ticket.events.filter(kind=EventKind.CLAIMED).first()
+        assert claim is not None and claim.user is not None and "buckets" in claim.payload
+        assert claim.at <= ticket.first_human_reply_at
     assert any(t.status == "resolved" for t in tickets)
     assert any(t.is_open for t in tickets)
     # Written through the actions: projections agree with the logs and clocks are kept.
@@ -145,7 +147,8 @@ def test_a_simulated_day_creates_tickets_and_events_through_the_actions(now: dat
         ]
     assert SLAClock.objects.filter(ticket__source="sim").count() >= len(tickets)
     # One log line per action.
-    assert len(actions) == events.exclude(kind=EventKind.SLA_CHANGED).count()
+    recorded = events.exclude(kind=EventKind.SLA_CHANGED).count()
+    assert len([a for a in actions if a.kind != "skipped"]) == recorded
     assert any(a.message.startswith("new ") and "SIM-" in a.message for a in actions)
     assert any("human reply on SIM-" in a.message for a in actions)
     assert any("resolved after" in a.message for a in actions)
@@ -153,43 +156,38 @@ def test_a_simulated_day_creates_tickets_and_events_through_the_actions(now: dat
 
 def test_the_same_seed_tells_the_same_story(now: datetime) -> None:
     seed_demo(now=now - timedelta(days=1), tickets=0)
-    end = now + timedelta(seconds=45)
+    end = now + timedelta(minutes=20)
     stories = []
     for _ in range(2):
         savepoint = transaction.savepoint()
-        drive(Simulator(rng=random.Random(42)), now, end)
+        drive(Simulator(rng=random.Random(42), rate=1), now, end)
         stories.append(story())
         transaction.savepoint_rollback(savepoint)
     assert stories[0] == stories[1]
     assert len(stories[0]) > 5
 
 
-def test_speed_only_compresses_time(now: datetime) -> None:
+def test_the_team_keeps_pace_with_the_targets_so_most_clocks_are_met(now: datetime) -> None:
+    """Replies and resolutions come at a pace set by each ticket's targets, in real time, so a
+    demo shows a team that mostly meets its SLAs: a few at risk, the odd breach."""
     seed_demo(now=now - timedelta(days=1), tickets=0)
-    # 4 simulated hours at the default speed (1 real minute) and at a tenth of it (10).
-    runs = []
-    for speed, minutes in ((DEFAULT_SPEED, 1), (DEFAULT_SPEED / 10, 10)):
-        savepoint = transaction.savepoint()
-        drive(Simulator(rng=random.Random(5), speed=speed), now, now + timedelta(minutes=minutes))
-        runs.append(story())
-        transaction.savepoint_rollback(savepoint)
-    fast, slow = runs
-    assert len(fast) == len(slow) > 5
-    for quick, slower in zip(fast, slow, strict=True):
-        assert (quick.facts, quick.events) == (slower.facts, slower.events)
-        for a, b in zip(quick.times, slower.times, strict=True):
-            # Ten times slower: every instant is ten times further from the start.
-            assert abs((b - now) - 10 * (a - now)) < timedelta(seconds=1)
+    end = now + timedelta(hours=4)
+    drive(Simulator(rng=random.Random(7), rate=0.3), now, end)
+    finished = SLAClock.objects.filter(ticket__source="sim", status__in=["met", "stopped"])
+    met = finished.filter(status="met", breached_at__isnull=True).count()
+    breached = SLAClock.objects.filter(ticket__source="sim", breached_at__isnull=False).count()
+    assert met + breached > 50
+    assert 0.8 <= met / (met + breached) <= 0.99
 
 
 def test_a_restart_picks_up_open_tickets_and_continues_the_numbering(now: datetime) -> None:
     seed_demo(now=now, tickets=10)
     first_end = now + timedelta(minutes=1)
-    drive(Simulator(rng=random.Random(3)), now, first_end)
+    drive(Simulator(rng=random.Random(3), rate=4), now, first_end)
     first_run = Ticket.objects.filter(source="sim").count()
     assert first_run > 0
     restart = now + timedelta(minutes=10)
-    drive(Simulator(rng=random.Random(4)), restart, restart + timedelta(minutes=1))
+    drive(Simulator(rng=random.Random(4), rate=4), restart, restart + timedelta(minutes=1))
     numbers = sorted(
         int(n.removeprefix("SIM-"))
         for n in Ticket.objects.filter(source="sim").values_list("external_id", flat=True)
@@ -210,6 +208,7 @@ def test_the_open_ticket_count_stays_bounded_over_two_simulated_days(now: dateti
     simulator = Simulator(rng=random.Random(9), rate=2, target_open=6)
     simulator.start(now)
     end = now + timedelta(minutes=12)  # two simulated days at the default speed
+    at_start = simulator.open_count()  # the seed's backlog, above the target
     clock, highest = now, 0
     while (next_due := simulator.next_due()) is not None and next_due <= end:
         clock = max(clock, next_due)
@@ -217,9 +216,9 @@ def test_the_open_ticket_count_stays_bounded_over_two_simulated_days(now: dateti
             if action.kind == EventKind.CREATED:
                 highest = max(highest, simulator.open_count())
     created = Ticket.objects.filter(source="sim").count()
-    assert created >= 15
+    assert created >= 10
     assert Ticket.objects.open().filter(source__in=["demo", "sim"]).count() <= 6 + 3
-    assert highest <= 12  # never far above the target, though 15+ tickets arrived
+    assert highest <= at_start + 2  # it comes down, though 10+ tickets arrived
     assert Ticket.objects.filter(source="demo", status="resolved").count() >= 5
 
 
