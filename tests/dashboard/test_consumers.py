@@ -277,3 +277,21 @@ async def test_a_partner_screen_never_gets_another_scopes_kept_snapshot(
     assert b"South VPN down" in b"".join(kept.values())  # it was there to be leaked
     for screen in (*screens, north_first, north_second):
         await screen.disconnect()
+
+
+async def test_a_ticket_page_is_live_and_scoped(org: dict, live_redis: Any) -> None:
+    stranger = await sync_to_async(make_member)("Agents", partner=org["south"])
+    screen, _ = await connect(f"/ws/tickets/{org['n'].pk}/", stranger)
+    assert (await screen.receive_output(timeout=10))["code"] == 4403
+    nina = await sync_to_async(make_member)("Agents", partner=org["north"])
+    screen, _ = await connect(f"/ws/tickets/{org['n'].pk}/", nina)
+    first = await screen.receive_from(timeout=10)
+    assert 'id="ticket-clocks"' in first and "North printer" in first
+    now = timezone.now()
+    await sync_to_async(record_event)(
+        ticket=org["n"], kind=EventKind.NOTE, at=now, now=now, payload={"text": "Toner <b>"}
+    )
+    await sync_to_async(publish)(now=now)
+    pushed = await drain(screen)
+    assert 'id="ticket-timeline"' in pushed and "Toner &lt;b&gt;" in pushed
+    await screen.disconnect()
