@@ -175,6 +175,7 @@
     });
     received();
     if (queueChanged) { scheduleQueueRefresh(); }
+    document.dispatchEvent(new CustomEvent("slaboard:message")); // for tests and extensions
   });
 
   // ------------------------------------------------------------------ the queue's list

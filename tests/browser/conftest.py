@@ -61,10 +61,11 @@ SERVER_START_SECONDS = 30
 SERVER_STOP_SECONDS = 10
 HEARTBEAT_SECONDS = 2  # the server's; screens call themselves stale after 2 × + 5 s
 AGENT_PASSWORD = "correct horse battery staple"
-# Counts websocket messages htmx has swapped in (the snapshot on connect, then each push).
+# Counts websocket messages swapped in (the snapshot on connect, then each push): live.js
+# announces each one once it has placed it.
 WS_COUNTER = """
 window.__wsMessages = 0;
-document.addEventListener("htmx:wsAfterMessage", function () { window.__wsMessages += 1; });
+document.addEventListener("slaboard:message", function () { window.__wsMessages += 1; });
 """
 
 T = TypeVar("T")

@@ -14,6 +14,7 @@ from playwright.sync_api import Browser, BrowserContext, Dialog, Page, Request, 
 from dashboard.actions import revoke_kiosk_link, rotate_kiosk_link
 from dashboard.models import Board
 from tests.browser.conftest import (
+    WS_COUNTER,
     ServerProcess,
     in_thread,
     logged_in_context,
@@ -21,12 +22,12 @@ from tests.browser.conftest import (
     wait_for_ws_messages,
 )
 from tests.factories import make_user
-from tickets.actions import record_event
+from tickets.actions import claim_ticket, record_event
 from tickets.models import EventKind, Ticket, User
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
-NOTHING_AT_RISK = "Nothing at risk"
+NOTHING_AT_RISK = "Nothing in warning or danger"
 STALE = re.compile(r"\bstale\b")  # body class: the screen greys out
 
 
@@ -78,9 +79,9 @@ def test_push_updates_the_board_in_place(
     page, navigations = open_board(new_context(viewer))
 
     expect(page.get_by_role("heading", name="Wall of fame")).to_be_visible()
-    at_risk = page.locator("#board-queue")
+    at_risk = page.locator("#board-at-risk")
     expect(at_risk).to_contain_text("Checkout returns 502 for EU customers")
-    expect(at_risk).to_contain_text(ticket.external_id)
+    expect(at_risk).to_contain_text(f"#{ticket.pk}")
     expect(respond_cell(page, 1)).to_be_visible()
     expect(open_tickets(page)).to_have_text("1")
     wait_for_ws_messages(page, 1)  # connected and registered: pushes reach it now
@@ -123,11 +124,11 @@ def test_subjects_are_text_on_load_and_after_a_push(
     queue_page = context.new_page()
     queue_page.goto("/queue/")
 
-    board_subject = board_page.locator("#board-queue .subject")
+    board_subject = board_page.locator("#board-at-risk .subject")
     queue_subject = queue_page.locator("#queue-list .subject")
     for subject_element in (board_subject, queue_subject):
         expect(subject_element).to_have_text(subject)
-    expect(board_page.locator("#board-queue img")).to_have_count(0)
+    expect(board_page.locator("#board-at-risk img:not(.qr)")).to_have_count(0)
     expect(queue_page.locator("#queue-list img")).to_have_count(0)
     wait_for_ws_messages(board_page, 1)
     wait_for_ws_messages(queue_page, 1)
@@ -143,11 +144,11 @@ def test_subjects_are_text_on_load_and_after_a_push(
         payload={"priority": "critical"},
     )
     assert push() >= 2
-    expect(board_page.locator("#board-queue .prio")).to_have_text("Critical")
+    expect(board_page.locator("#board-at-risk .prio")).to_have_text("Critical")
     expect(queue_page.locator("#queue-list .prio")).to_have_text("Critical")
     for subject_element in (board_subject, queue_subject):
         expect(subject_element).to_have_text(subject)
-    expect(board_page.locator("#board-queue img")).to_have_count(0)
+    expect(board_page.locator("#board-at-risk img:not(.qr)")).to_have_count(0)
     expect(queue_page.locator("#queue-list img")).to_have_count(0)
     assert dialogs == []
     assert image_requests == []
@@ -162,7 +163,7 @@ def test_board_recovers_by_itself_after_a_server_restart(
 ) -> None:
     ticket = at_risk_ticket("Database replica lagging behind primary")
     page, navigations = open_board(new_context(viewer))
-    at_risk = page.locator("#board-queue")
+    at_risk = page.locator("#board-at-risk")
     conn = page.locator("#conn")
     expect(at_risk).to_contain_text("Database replica lagging")
     wait_for_ws_messages(page, 1)
@@ -201,11 +202,11 @@ def test_kiosk_link_works_without_login_until_revoked(
 
     page, _ = open_board(context, kiosk_url)
     expect(page.get_by_role("heading", name="Wall of fame")).to_be_visible()
-    expect(page.locator("#board-queue")).to_contain_text("Payment webhook signatures rejected")
+    expect(page.locator("#board-at-risk")).to_contain_text("Payment webhook signatures rejected")
     wait_for_ws_messages(page, 1)  # the kiosk socket was accepted too
     human_reply(ticket)
     assert push() >= 1
-    expect(page.locator("#board-queue")).to_contain_text(NOTHING_AT_RISK)
+    expect(page.locator("#board-at-risk")).to_contain_text(NOTHING_AT_RISK)
 
     # Without the token the board asks for a login.
     anonymous = context.new_page()
@@ -232,7 +233,7 @@ def test_board_shows_stale_while_redis_is_down_and_recovers_when_it_returns(
     context = logged_in_context(playwright_browser, server_on_private_redis, viewer)
     page, navigations = open_board(context)
     conn = page.locator("#conn")
-    at_risk = page.locator("#board-queue")
+    at_risk = page.locator("#board-at-risk")
     expect(at_risk).to_contain_text("Backups failed overnight")
     wait_for_ws_messages(page, 1)
     expect(conn).to_have_text("● Live")
@@ -249,3 +250,72 @@ def test_board_shows_stale_while_redis_is_down_and_recovers_when_it_returns(
     expect(at_risk).to_contain_text("Wi-Fi drops every few minutes in warehouse")
     assert len(navigations) == 1, f"the page reloaded instead of reconnecting: {navigations}"
     context.close()
+
+
+def test_the_save_list_shows_a_saveable_ticket_and_the_breached_ones_apart(
+    board: Board,
+    viewer: User,
+    at_risk_ticket: Callable[..., Ticket],
+    sla_partner: Any,
+    new_context: Callable[..., BrowserContext],
+) -> None:
+    from datetime import timedelta
+
+    from tests.factories import make_ticket
+
+    now = timezone.now()
+    for minutes in (75, 130, 200):  # first responses already breached
+        make_ticket(
+            now=now,
+            partner=sla_partner,
+            subject=f"Old breach {minutes}",
+            opened_at=now - timedelta(minutes=minutes),
+        )
+    saveable = at_risk_ticket("Checkout returns 502 for EU customers")  # orange, 10 min left
+    page, _ = open_board(new_context(viewer))
+    save_list = page.locator("#board-at-risk .risk")
+    expect(save_list).to_have_count(1)
+    expect(save_list.first).to_contain_text("Checkout returns 502 for EU customers")
+    expect(save_list.first).to_have_class(re.compile(r"\bb-orange\b"))
+    expect(save_list.first.locator(".countdown")).to_have_text(re.compile(r"^\d+:\d\d$"))
+    expect(save_list.first.locator(".unclaimed")).to_be_visible()
+    expect(save_list.first.locator(".code")).to_have_text(f"#{saveable.pk}")
+    strip = page.locator("#board-breached")
+    expect(strip.locator(".big")).to_have_text("3")
+    expect(strip).to_contain_text("3 unclaimed")
+    # Oldest first.
+    expect(strip.locator(".late-list li").first).to_contain_text("Old breach 200")
+
+
+def test_a_claim_shows_on_a_4k_wall_with_the_claimers_name_in_full(
+    board: Board,
+    make_agent: Callable[[str], User],
+    at_risk_ticket: Callable[..., Ticket],
+    playwright_browser: Browser,
+    server: ServerProcess,
+) -> None:
+    ticket = at_risk_ticket("Payment webhook signatures rejected by the gateway of the bank")
+    agent = make_agent("maximiliane")  # a long name
+    wall = playwright_browser.new_context(
+        base_url=server.base_url, viewport={"width": 3840, "height": 2160}
+    )
+    try:
+        wall.add_init_script(WS_COUNTER)
+        token = rotate_kiosk_link(board)
+        page = wall.new_page()
+        page.goto(f"/boards/wall/?kiosk={token}")
+        wait_for_ws_messages(page, 1)
+        row = page.locator("#board-at-risk .risk").first
+        expect(row.locator(".unclaimed")).to_be_visible()
+        in_thread(claim_ticket, ticket=ticket, user=agent, now=timezone.now())
+        assert push() >= 1
+        name = row.locator(".claimed")
+        expect(name).to_have_text("maximiliane")
+        expect(name).to_be_in_viewport()
+        # Shown in full: nothing of the name is cut off (the subject gives way instead).
+        assert name.evaluate("el => el.scrollWidth <= el.clientWidth")
+        box = name.bounding_box()
+        assert box is not None and box["height"] >= 40  # legible across a room at 4K
+        expect(row.locator("img.qr")).to_be_visible()
+    finally:
+        wall.close()
