@@ -113,6 +113,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "slaboard.security.BodyLimitMiddleware",  # 413 beyond the API's and the pages' limits
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -166,6 +167,12 @@ STATIC_ROOT = BASE_DIR / "staticfiles"  # filled by `manage.py collectstatic` in
 WHITENOISE_USE_FINDERS = True
 with contextlib.suppress(OSError):
     STATIC_ROOT.mkdir(exist_ok=True)
+
+# Request bodies: the API's documented calls fit in API_MAX_BODY_MB (docs/api.md); pages keep
+# Django's 2.5 MB. BodyLimitMiddleware answers 413 beyond them; Django's own limit is the larger.
+API_MAX_BODY_BYTES = int(float(env_str("API_MAX_BODY_MB", "32")) * 1_000_000)
+PAGE_MAX_BODY_BYTES = 2_621_440
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_MAX_BODY_BYTES, PAGE_MAX_BODY_BYTES)
 
 # Ticket sources whose replies, plans and resolutions are recorded in slaboard itself (the
 # agent queue's buttons); tickets from other sources are answered in their own system.

@@ -88,6 +88,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "dashboard.templatetags.*",
             "slaboard.api",
             "slaboard.asgi",
+            "slaboard.security",
             "slaboard.run",
             "slaboard.demo",
             "slaboard.simulation",

@@ -25,6 +25,7 @@ from tickets.api.errors import ApiError
 from tickets.api.schemas import (
     EventIn,
     TicketIn,
+    instant_problem,
     text_problem,
 )
 from tickets.models import (
@@ -386,9 +387,12 @@ def _json_default(value: Any) -> Any:
 def decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         raw = json.loads(base64.urlsafe_b64decode(cursor.encode()).decode())
-        return datetime.fromisoformat(raw[0]), int(raw[1])
-    except (ValueError, TypeError, IndexError, json.JSONDecodeError) as error:
+        at, pk = datetime.fromisoformat(raw[0]), int(raw[1])
+    except (ValueError, TypeError, IndexError, KeyError, json.JSONDecodeError) as error:
         raise ApiError(400, "cursor is not one this API gave out.", "cursor") from error
+    if instant_problem(at) or not -(2**63) <= pk < 2**63:
+        raise ApiError(400, "cursor is not one this API gave out.", "cursor")
+    return at, pk
 
 
 def encode_cursor(ticket: Ticket) -> str:
