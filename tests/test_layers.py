@@ -54,6 +54,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "policies.notifications.messages",
             "dashboard.access",
             "dashboard.boards",
+            "dashboard.grants",
         ],
     ),
     (
