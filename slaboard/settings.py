@@ -96,7 +96,7 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
     "daphne",  # must come before staticfiles: runserver becomes an ASGI server with websockets
-    "django.contrib.admin",
+    "slaboard.admin_site.AdminConfig",  # django.contrib.admin, for your own staff only
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

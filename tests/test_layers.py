@@ -88,6 +88,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "dashboard.templatetags",
             "dashboard.templatetags.*",
             "slaboard.api",
+            "slaboard.admin_site",
             "slaboard.asgi",
             "slaboard.security",
             "slaboard.run",
