@@ -14,7 +14,7 @@ from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from dashboard.access import Viewer, board_viewer
+from dashboard.access import Viewer, board_viewer, visible_boards
 from dashboard.boards import board_state, queue_state
 from dashboard.models import Board
 from policies.engine import evaluated_until
@@ -38,7 +38,7 @@ def home(request: HttpRequest) -> HttpResponse:
     context = {
         "open_count": tickets.open().count(),
         "total_count": tickets.count(),
-        "boards": Board.objects.all(),
+        "boards": visible_boards(request.user),
     }
     return render(request, "dashboard/home.html", context)
 
@@ -51,7 +51,7 @@ def healthz(request: HttpRequest) -> HttpResponse:
 @require_GET
 @login_required
 def boards(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboard/boards.html", {"boards": Board.objects.all()})
+    return render(request, "dashboard/boards.html", {"boards": visible_boards(request.user)})
 
 
 @require_GET

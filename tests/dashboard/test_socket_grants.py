@@ -167,3 +167,30 @@ async def test_a_password_change_elsewhere_closes_the_sockets(org: dict, live_re
     nina.set_password("a brand new passphrase")
     await sync_to_async(nina.save)()
     assert await close_code(board) == 4403
+
+
+async def test_a_board_made_private_to_another_partner_closes_the_screens_it_excludes(
+    org: dict, live_redis: Any
+) -> None:
+    nina = await sync_to_async(make_user)(username="nina", partner=org["north"])
+    staff = await sync_to_async(make_user)(username="alice", is_staff=True)
+    hers = await screen("/ws/boards/everything/", await sync_to_async(logged_in)(nina))
+    theirs = await screen("/ws/boards/everything/", await sync_to_async(logged_in)(staff))
+    await sync_to_async(org["board"].partners.add)(org["south"])
+    assert await close_code(hers) == 4403
+    assert await still_hears(theirs)
+    await theirs.disconnect()
+
+
+async def test_another_partners_private_board_refuses_the_socket(
+    org: dict, live_redis: Any
+) -> None:
+    await sync_to_async(org["board"].partners.add)(org["south"])
+    nina = await sync_to_async(make_user)(username="nina", partner=org["north"])
+    cookie = (await sync_to_async(logged_in)(nina)).cookies["sessionid"].value
+    app = AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+    communicator = WebsocketCommunicator(
+        app, "/ws/boards/everything/", headers=[(b"cookie", f"sessionid={cookie}".encode())]
+    )
+    await communicator.connect(timeout=10)
+    assert await close_code(communicator) == 4403
