@@ -37,6 +37,11 @@ class Viewer:
         return tickets if self.partner_id is None else tickets.filter(partner_id=self.partner_id)
 
 
+def kiosk_cookie(board_id: int) -> str:
+    """The cookie that holds a board's kiosk secret in a kiosk browser (``dashboard.kiosk``)."""
+    return f"slaboard_kiosk_{board_id}"
+
+
 def is_signed_in(user: Any) -> bool:
     return user is not None and user.is_authenticated and user.is_active
 

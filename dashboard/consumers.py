@@ -20,7 +20,7 @@ from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from dashboard.access import Viewer, board_viewer, is_signed_in, queue_viewer
+from dashboard.access import Viewer, board_viewer, is_signed_in, kiosk_cookie, queue_viewer
 from dashboard.boards import (
     board_group,
     queue_group,
@@ -232,7 +232,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
         query = parse_qs(self.scope.get("query_string", b"").decode())
         kiosk = (query.get("kiosk") or [""])[0]
         user = self.scope.get("user")
-        group = await database_sync_to_async(self._access)(kwargs.get("slug"), user, kiosk)
+        cookies = self.scope.get("cookies") or {}
+        group = await database_sync_to_async(self._access)(kwargs.get("slug"), user, kiosk, cookies)
         await self.accept()
         if group is None:
             await self.close(code=FORBIDDEN)
@@ -259,7 +260,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if self.grant is not None:
             self.beating.watch(self.channel_name, self.grant, self)
 
-    def _access(self, slug: str | None, user: Any, kiosk: str) -> str | None:
+    def _access(
+        self, slug: str | None, user: Any, kiosk: str, cookies: dict[str, str]
+    ) -> str | None:
         """The group this socket may watch, or None. Sets ``viewer`` (and ``board``) and the
         ``grant`` that ``Heartbeats`` checks again every round."""
         if slug is None:  # the agent queue
@@ -272,6 +275,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
         board = Board.objects.filter(slug=slug).first()
         if board is None:
             return None
+        # The kiosk secret: the board's cookie (``dashboard.kiosk``), or ``?kiosk=`` from a
+        # page opened before kiosk links moved it into a cookie.
+        kiosk = kiosk or cookies.get(kiosk_cookie(board.pk), "")
         viewer = board_viewer(board, user, kiosk)
         if viewer is None:
             return None

@@ -2,13 +2,14 @@ from __future__ import annotations
 
 from django.urls import path
 
-from dashboard import views
+from dashboard import kiosk, views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
     path("boards/", views.boards, name="boards"),
     path("boards/<slug:slug>/", views.board, name="board"),
+    path("boards/<slug:slug>/kiosk", kiosk.exchange, name="board_kiosk"),
     path("queue/", views.queue, name="queue"),
     path("tickets/<int:pk>/grab", views.grab, name="grab"),
     path("tickets/<int:pk>/release", views.release, name="release"),

@@ -84,6 +84,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "tickets.api",
             "tickets.api.*",
             "dashboard.consumers",
+            "dashboard.kiosk",
             "dashboard.routing",
             "dashboard.templatetags",
             "dashboard.templatetags.*",
