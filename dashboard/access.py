@@ -37,30 +37,45 @@ class Viewer:
         return tickets if self.partner_id is None else tickets.filter(partner_id=self.partner_id)
 
 
+def kiosk_cookie(board_id: int) -> str:
+    """The cookie that holds a board's kiosk secret in a kiosk browser (``dashboard.kiosk``)."""
+    return f"slaboard_kiosk_{board_id}"
+
+
 def is_signed_in(user: Any) -> bool:
     return user is not None and user.is_authenticated and user.is_active
 
 
+def is_own_staff(user: Any) -> bool:
+    """Your own staff: signed in, staff, and not a partner's user."""
+    return is_signed_in(user) and user.is_staff and user.partner_id is None
+
+
 def visible_boards(user: Any) -> QuerySet[Board]:
-    """The boards a signed-in user may open: all of them for your own staff; for a partner's
-    user, the boards that show every partner (scoped to theirs) or include their partner."""
+    """The boards a signed-in user may see (and see listed): your own people see every
+    board; a partner's user the boards for all partners (no partner chosen) and those that
+    include their partner — not another partner's board, not even its name."""
     if not is_signed_in(user):
         return Board.objects.none()
-    boards = Board.objects.all()
-    if user.partner_id is not None:
-        boards = boards.filter(Q(partners=None) | Q(partners=user.partner_id)).distinct()
-    return boards
+    if user.partner_id is None:
+        return Board.objects.all()
+    return Board.objects.filter(Q(partners__isnull=True) | Q(partners=user.partner_id)).distinct()
+
+
+def user_may_watch(board: Board, user: Any) -> bool:
+    if not is_signed_in(user):
+        return False
+    if user.partner_id is None:
+        return True
+    partner_ids = {p.pk for p in board.partners.all()}  # prefetched by callers with many
+    return not partner_ids or user.partner_id in partner_ids
 
 
 def board_viewer(board: Board, user: Any, kiosk: str) -> Viewer | None:
-    """Who watches ``board``: a signed-in user who may open it, in their own scope, or anyone
-    holding the board's current kiosk secret (everything the board shows, read-only); None:
-    nobody."""
-    if is_signed_in(user):
-        if user.partner_id is not None:
-            partners = {p.pk for p in board.partners.all()}
-            if partners and user.partner_id not in partners:
-                return None
+    """Who watches ``board``: a signed-in user who may see it (``visible_boards``) in their
+    own scope, or anyone holding the board's current kiosk secret (everything the board
+    shows, read-only); None: nobody."""
+    if user_may_watch(board, user):
         return Viewer.for_user(user)
     if board.kiosk_matches(kiosk):
         return Viewer()

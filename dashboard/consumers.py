@@ -20,7 +20,14 @@ from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from dashboard.access import Viewer, board_viewer, is_signed_in, queue_viewer, visible_tickets
+from dashboard.access import (
+    Viewer,
+    board_viewer,
+    is_signed_in,
+    kiosk_cookie,
+    queue_viewer,
+    visible_tickets,
+)
 from dashboard.boards import (
     board_group,
     queue_group,
@@ -28,6 +35,7 @@ from dashboard.boards import (
     render_ticket_fragments,
     ticket_group,
 )
+from dashboard.grants import Grant, revoked
 from dashboard.models import Board
 from dashboard.publish import (
     QUEUE_CHANGED,
@@ -76,11 +84,17 @@ class Heartbeats:
     message per group per period instead of one timer, send and ``ZADD`` per screen. The
     heartbeat travels through the channel layer like every push, so a screen whose pushes cannot
     arrive (Redis down) stops hearing it and shows it is stale.
+
+    Every round it also checks the grants of all its sockets again (``dashboard.grants``: a
+    few queries for all of them) and closes those whose user logged out, was deactivated,
+    lost the permission, changed partner or whose session expired — within one heartbeat.
     """
 
     def __init__(self, layer: Any) -> None:
         self.layer = layer
         self.members: dict[str, set[str]] = {}
+        self.grants: dict[str, tuple[Grant, Any]] = {}  # channel -> (grant, its consumer)
+        self.revoking: set[asyncio.Task[None]] = set()
         self.task: asyncio.Task[None] | None = None
 
     def join(self, group: str, channel: str) -> None:
@@ -88,7 +102,12 @@ class Heartbeats:
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self.run())
 
+    def watch(self, channel: str, grant: Grant, consumer: Any) -> None:
+        """Check this socket's grant every round; ``consumer.revoke()`` when it no longer holds."""
+        self.grants[channel] = (grant, consumer)
+
     def leave(self, group: str, channel: str) -> None:
+        self.grants.pop(channel, None)
         channels = self.members.get(group)
         if channels is not None:
             channels.discard(channel)
@@ -107,6 +126,25 @@ class Heartbeats:
                 raise
             except Exception as error:  # Redis down: screens notice the silence
                 log.warning("heartbeat not sent (Redis unavailable): %s", error)
+            try:
+                await self.revalidate()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # database down: nothing new can be rendered either
+                log.warning("open sockets not re-checked (database unavailable): %s", error)
+
+    async def revalidate(self) -> None:
+        """Close the sockets whose access changed since they connected."""
+        if not self.grants:
+            return
+        grants = {channel: grant for channel, (grant, _) in self.grants.items()}
+        gone = await database_sync_to_async(revoked)(grants, timezone.now())
+        for channel in gone:
+            entry = self.grants.pop(channel, None)
+            if entry is not None:  # a task: a socket busy sending must not hold up the others
+                task = asyncio.create_task(entry[1].revoke())
+                self.revoking.add(task)
+                task.add_done_callback(self.revoking.discard)
 
     async def beat(self) -> None:
         groups = sorted(self.members)
@@ -152,6 +190,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
     ticket_id: int | None = None
     viewer: Viewer | None = None
     beating: Heartbeats | None = None
+    grant: Grant | None = None
+    revoking: bool = False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """channels' ``AsyncConsumer.__call__`` with a cheaper loop than its
@@ -168,7 +208,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             self.channel_name = await self.channel_layer.new_channel()
             self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
             sources.append(self.channel_receive)
-        one_at_a_time = asyncio.Lock()
+        self.one_at_a_time = one_at_a_time = asyncio.Lock()
 
         async def pump(source: Any) -> None:
             while True:
@@ -203,8 +243,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
         query = parse_qs(self.scope.get("query_string", b"").decode())
         kiosk = (query.get("kiosk") or [""])[0]
         user = self.scope.get("user")
+        cookies = self.scope.get("cookies") or {}
         group = await database_sync_to_async(self._access)(
-            kwargs.get("slug"), kwargs.get("pk"), user, kiosk
+            kwargs.get("slug"), kwargs.get("pk"), user, kiosk, cookies
         )
         await self.accept()
         if group is None:
@@ -235,28 +276,68 @@ class LiveConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=snapshot)
         self.beating = heartbeats(self.channel_layer)
         self.beating.join(group, self.channel_name)
+        if self.grant is not None:
+            self.beating.watch(self.channel_name, self.grant, self)
 
-    def _access(self, slug: str | None, pk: int | None, user: Any, kiosk: str) -> str | None:
+    def _access(
+        self,
+        slug: str | None,
+        pk: int | None,
+        user: Any,
+        kiosk: str,
+        cookies: dict[str, str],
+    ) -> str | None:
         """The group this socket may watch, or None. Sets ``viewer`` (and ``board`` or
-        ``ticket_id``)."""
+        ``ticket_id``) and the ``grant`` that ``Heartbeats`` checks again every round."""
         if pk is not None:  # a ticket page
             if not visible_tickets(user).filter(pk=int(pk)).exists():
                 return None
-            self.ticket_id = pk
-            return ticket_group(pk)
+            self.ticket_id = int(pk)
+            group = ticket_group(self.ticket_id)
+            self.grant = self._grant(group, None, user, "", ticket_id=self.ticket_id)
+            return group
         if slug is None:  # the agent queue
             self.viewer = queue_viewer(user)
-            return None if self.viewer is None else queue_group(self.viewer)
+            if self.viewer is None:
+                return None
+            group = queue_group(self.viewer)
+            self.grant = self._grant(group, None, user, "")
+            return group
         board = Board.objects.prefetch_related("partners").filter(slug=slug).first()
         if board is None:
             return None
+        # The kiosk secret: the board's cookie (``dashboard.kiosk``), or ``?kiosk=`` from a
+        # page opened before kiosk links moved it into a cookie.
+        kiosk = kiosk or cookies.get(kiosk_cookie(board.pk), "")
         viewer = board_viewer(board, user, kiosk)
         if viewer is None:
             return None
-        if not is_signed_in(user):  # watching through the kiosk link
+        by_kiosk = board_viewer(board, user, "") is None  # the link, not the user, lets it in
+        if by_kiosk:
             self.kiosk = (board.pk, kiosk)
         self.board, self.viewer = board, viewer
-        return board_group(board.pk, viewer)
+        group = board_group(board.pk, viewer)
+        self.grant = self._grant(group, board.pk, None if by_kiosk else user, kiosk)
+        return group
+
+    def _grant(
+        self,
+        group: str,
+        board_id: int | None,
+        user: Any,
+        kiosk: str,
+        ticket_id: int | None = None,
+    ) -> Grant:
+        if user is None or not is_signed_in(user):
+            return Grant(group=group, board_id=board_id, kiosk=kiosk)
+        session = self.scope.get("session")
+        return Grant(
+            group=group,
+            board_id=board_id,
+            ticket_id=ticket_id,
+            user_id=user.pk,
+            session_key=getattr(session, "session_key", None) if session is not None else None,
+        )
 
     async def _cached_snapshot(self) -> dict[str, str] | None:
         """What the group's screens were last sent, if still current (the group is exactly
@@ -310,8 +391,18 @@ class LiveConsumer(AsyncWebsocketConsumer):
         except Exception as error:  # Redis down: group_add fails next and says so
             log.warning("could not register live group %s: %s", group, error)
 
-    async def disconnect(self, code: int) -> None:
-        self._stop_beating()
+    async def revoke(self) -> None:
+        """The grant no longer holds (see ``Heartbeats.revalidate``): leave the groups at once,
+        so no further push reaches this screen, and close with 4403."""
+        async with self.one_at_a_time:  # never in the middle of a snapshot or a push
+            if self.revoking:
+                return
+            self.revoking = True
+            self._stop_beating()
+            await self._leave_groups()
+            await self.close(code=FORBIDDEN)
+
+    async def _leave_groups(self) -> None:
         if self.group is not None and self.channel_layer is not None:
             with contextlib.suppress(Exception):
                 await self.channel_layer.group_discard(self.group, self.channel_name)
@@ -320,6 +411,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 await self.channel_layer.group_discard(
                     kiosk_group(self.kiosk[0]), self.channel_name
                 )
+
+    async def disconnect(self, code: int) -> None:
+        self._stop_beating()
+        await self._leave_groups()
 
     def _stop_beating(self) -> None:
         if self.beating is not None and self.group is not None:
@@ -330,7 +425,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
         """Screens send nothing that matters; ignore it."""
 
     async def board_update(self, event: dict[str, Any]) -> None:
-        await self.send(text_data=event["html"])
+        if not self.revoking:  # one already on its way when the grant was revoked
+            await self.send(text_data=event["html"])
 
     async def kiosk_changed(self, event: dict[str, Any]) -> None:
         """The board's kiosk link was rotated or revoked: screens on the old link must go."""
@@ -340,6 +436,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     async def heartbeat(self, event: dict[str, Any]) -> None:
         """Rendered once by the sender; ``at`` alone from a process of an older release."""
+        if self.revoking:
+            return
         html = event.get("html") or render_to_string(
             "dashboard/fragments/heartbeat.html", {"at": event["at"]}
         )

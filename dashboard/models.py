@@ -99,4 +99,5 @@ class Board(models.Model):
     def kiosk_url(self) -> str:
         if not self.kiosk_token:
             return ""
-        return f"{self.get_absolute_url()}?kiosk={self.kiosk_token}"
+        # After "#": browsers never send it, so no server or proxy logs the secret.
+        return f"{self.get_absolute_url()}#kiosk={self.kiosk_token}"

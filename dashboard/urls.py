@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from dashboard import views
+from dashboard import kiosk, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -11,6 +11,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("boards/", views.boards, name="boards"),
     path("boards/<slug:slug>/", views.board, name="board"),
+    path("boards/<slug:slug>/kiosk", kiosk.exchange, name="board_kiosk"),
     path("queue/", views.queue, name="queue"),
     path("t/<int:pk>", views.short_link, name="short_link"),
     path("tickets/<int:pk>/", views.ticket, name="ticket"),

@@ -9,7 +9,6 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.views import redirect_to_login
 from django.core import signing
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
@@ -19,8 +18,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from dashboard import kiosk as kiosk_links
 from dashboard.access import (
     board_viewer,
+    kiosk_cookie,
     may_take_over,
     may_work,
     queue_viewer,
@@ -83,19 +84,20 @@ def boards(request: HttpRequest) -> HttpResponse:
 def board(request: HttpRequest, slug: str) -> HttpResponse:
     """A wall board: for logged-in users (scoped to their partner) or via its kiosk link."""
     board = Board.objects.prefetch_related("partners").filter(slug=slug).first()
-    kiosk = request.GET.get("kiosk", "")
+    if "kiosk" in request.GET:  # a link of the old form: exchanged once for the cookie
+        if board is None or not board.kiosk_matches(request.GET["kiosk"]):
+            raise PermissionDenied(kiosk_links.NOT_VALID)
+        return kiosk_links.granted(board, request.GET["kiosk"])
+    kiosk = request.COOKIES.get(kiosk_cookie(board.pk), "") if board is not None else ""
     viewer = board_viewer(board, request.user, kiosk) if board is not None else None
     if viewer is None:
-        if kiosk:
-            raise PermissionDenied("This kiosk link is not valid (it may have been revoked).")
-        if not request.user.is_authenticated:
-            return redirect_to_login(request.get_full_path())
+        if not request.user.is_authenticated:  # a kiosk link's fragment, or the login
+            return kiosk_links.start_page(request, slug, stale=bool(kiosk))
         raise Http404("No such board.")
     assert board is not None
     now = timezone.now()
     context = board_state(board, viewer, now, evaluated_until())
-    ws_url = f"/ws/boards/{board.slug}/" + (f"?kiosk={kiosk}" if kiosk else "")
-    context["ws_url"] = ws_url
+    context["ws_url"] = f"/ws/boards/{board.slug}/"  # a kiosk's socket sends the cookie
     context["heartbeat_seconds"] = settings.HEARTBEAT_SECONDS
     response = render(request, "dashboard/board.html", context)
     response["Referrer-Policy"] = "no-referrer"  # kiosk links carry a secret

@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
+from dashboard.access import is_own_staff
 from slaboard.middleware import log_unavailable, unavailable_response
 from tickets.api.auth import TokenAuth
 from tickets.api.endpoints import router
 from tickets.api.errors import ApiError, RateLimited, error_response
+
+
+def own_staff_only(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The docs and the OpenAPI document are for your own staff (who issue the tokens);
+    a partner's user gets 403, anyone else the login page."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not is_own_staff(request.user):
+            raise PermissionDenied("The API documentation is for slaboard's own staff.")
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
 
 api = NinjaAPI(
     title="slaboard API",
@@ -24,7 +46,7 @@ api = NinjaAPI(
     ),
     auth=TokenAuth(),
     urls_namespace="api",
-    docs_decorator=login_required,
+    docs_decorator=own_staff_only,
 )
 api.add_router("/", router)
 

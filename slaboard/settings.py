@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -95,6 +97,11 @@ def database_from_url(url: str, *, pool: dict[str, Any] | None = None) -> dict[s
 
 DEBUG = env_bool("DEBUG", True)
 SECRET_KEY = env_str("SECRET_KEY", DEV_SECRET_KEY)
+if not SECRET_KEY.strip():
+    raise ImproperlyConfigured(
+        "SECRET_KEY is empty. Set SECRET_KEY in the environment "
+        "(for example: python -c 'import secrets; print(secrets.token_urlsafe(50))')."
+    )
 if not DEBUG and SECRET_KEY == DEV_SECRET_KEY:
     raise ImproperlyConfigured(
         "SECRET_KEY is the development default. Set SECRET_KEY in the environment "
@@ -105,13 +112,14 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
     "daphne",  # must come before staticfiles: runserver becomes an ASGI server with websockets
-    "django.contrib.admin",
+    "slaboard.admin_site.AdminConfig",  # django.contrib.admin, for your own staff only
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "axes",  # login throttling (see AXES_* below)
     "django_htmx",
     "ninja",
     "tickets",
@@ -126,6 +134,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # PostgreSQL down, restarting or saturated: 503 + Retry-After (JSON or a page), never a 500.
     "slaboard.middleware.DatabaseUnavailableMiddleware",
+    "slaboard.security.BodyLimitMiddleware",  # 413 beyond the API's and the pages' limits
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -134,6 +143,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "csp.middleware.CSPMiddleware",  # Content-Security-Policy (CONTENT_SECURITY_POLICY below)
+    "axes.middleware.AxesMiddleware",  # answers 429 to a locked-out login; keep it last
 ]
 
 ROOT_URLCONF = "slaboard.urls"
@@ -201,6 +212,12 @@ STATIC_ROOT = BASE_DIR / "staticfiles"  # filled by `manage.py collectstatic` in
 WHITENOISE_USE_FINDERS = True
 with contextlib.suppress(OSError):
     STATIC_ROOT.mkdir(exist_ok=True)
+
+# Request bodies: the API's documented calls fit in API_MAX_BODY_MB (docs/api.md); pages keep
+# Django's 2.5 MB. BodyLimitMiddleware answers 413 beyond them; Django's own limit is the larger.
+API_MAX_BODY_BYTES = int(float(env_str("API_MAX_BODY_MB", "32")) * 1_000_000)
+PAGE_MAX_BODY_BYTES = 2_621_440
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_MAX_BODY_BYTES, PAGE_MAX_BODY_BYTES)
 
 # Ticket sources whose replies, plans and resolutions are recorded in slaboard itself (the
 # agent queue's buttons); tickets from other sources are answered in their own system.
@@ -297,6 +314,49 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
     CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = int(env_str("SECURE_HSTS_SECONDS", "31536000"))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    # Preloading is the domain owner's decision (hstspreload.org); opt in explicitly.
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+    if not SECURE_HSTS_PRELOAD:
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP
+# Behind a TLS-terminating proxy that is not on this host (uvicorn trusts X-Forwarded-Proto
+# from 127.0.0.1 by itself): SECURE_PROXY_SSL_HEADER=X-Forwarded-Proto.
+if proxy_header := env_str("SECURE_PROXY_SSL_HEADER", ""):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + proxy_header.upper().replace("-", "_"), "https")
+
+# Login throttling (django-axes) on every authenticate(): the admin's login and the product's.
+# Locks a username from one address after LOGIN_FAILURE_LIMIT wrong passwords, for
+# LOGIN_COOLOFF_MINUTES (429); a success resets the count. By username *and* address, so
+# nobody can lock a user out from elsewhere; the address is REMOTE_ADDR, which uvicorn takes
+# from X-Forwarded-For for the proxies in its --forwarded-allow-ips.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(env_str("LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=float(env_str("LOGIN_COOLOFF_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+
+# Content-Security-Policy: pages load scripts and styles from slaboard's own static files only
+# (no inline script or style), sockets connect to the same host.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 # LOG_FORMAT=json: one JSON object per line (for a log collector); plain otherwise. Every line
 # carries the request id (X-Request-ID) or the Celery task id (slaboard/logs.py).

@@ -75,6 +75,25 @@ def _validate_payload(kind: str, payload: dict[str, Any]) -> None:
         )
 
 
+#: Events after which the ticket's assignee must be checked against its partner.
+SCOPE_EVENTS = frozenset(
+    {EventKind.ASSIGNED, EventKind.CLAIMED, EventKind.ATTRIBUTES_CHANGED, EventKind.CREATED}
+)
+
+
+def check_assignee_scope(ticket: Ticket) -> None:
+    """The model rule every write path obeys (the admin's ``Ticket.clean`` says the same): a
+    ticket's assignee is one of your own staff (no partner) or a user of the ticket's partner.
+    Otherwise a partner's ticket — and its notifications — would reach another partner."""
+    if ticket.assignee_id is None:
+        return
+    partner_id = (
+        User.objects.filter(pk=ticket.assignee_id).values_list("partner_id", flat=True).first()
+    )
+    if partner_id is not None and partner_id != ticket.partner_id:
+        raise TicketActionError("The assignee belongs to another partner.", field="assignee")
+
+
 def open_ticket(
     *,
     partner_id: int,
@@ -197,6 +216,7 @@ def open_ticket_with_events(
     # Events in time order, ties in the order given: what replaying the stored log gives.
     for recorded in sorted(log, key=lambda e: e.at):
         apply_event(ticket, recorded)
+    check_assignee_scope(ticket)
     try:
         with transaction.atomic():
             ticket.save()
@@ -313,6 +333,8 @@ def record_events(
             apply_event(locked, recorded)
     else:
         project_ticket(locked, list(locked.events.all()))
+    if any(recorded.kind in SCOPE_EVENTS for recorded in new):
+        check_assignee_scope(locked)
     locked.save(update_fields=[*PROJECTED_FIELDS, "updated_at"])
     _refresh_from(ticket, locked)
     causes = []

@@ -13,6 +13,7 @@ from django.utils import timezone
 from policies.durations import format_duration
 from policies.models import SLAClock
 from policies.timezones import timezone_choices
+from slaboard.admin_site import PartnerScopedAdmin
 from tickets.actions import TicketActionError, change_ticket, open_ticket
 from tickets.models import (
     OPEN_STATUSES,
@@ -41,7 +42,8 @@ class PartnerForm(forms.ModelForm):
 
 
 @admin.register(Partner)
-class PartnerAdmin(admin.ModelAdmin):
+class PartnerAdmin(PartnerScopedAdmin):
+    partner_path = "pk"
     form = PartnerForm
     list_display = ["name", "tier", "timezone", "default_calendar", "open_tickets", "user_count"]
     list_filter = ["tier", "timezone", "default_calendar"]
@@ -70,7 +72,8 @@ class PartnerAdmin(admin.ModelAdmin):
 
 
 @admin.register(Customer)
-class CustomerAdmin(admin.ModelAdmin):
+class CustomerAdmin(PartnerScopedAdmin):
+    partner_path = "tickets__partner"
     list_display = ["name", "tier", "open_tickets"]
     list_filter = ["tier"]
     search_fields = ["name"]
@@ -88,7 +91,7 @@ class CustomerAdmin(admin.ModelAdmin):
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(PartnerScopedAdmin, DjangoUserAdmin):
     list_display = ["username", "email", "first_name", "last_name", "partner", "is_staff"]
     list_filter = ["partner", "is_staff", "is_superuser", "is_active", "groups"]
     list_select_related = ["partner"]
@@ -267,7 +270,7 @@ class TicketChangeForm(forms.ModelForm):
 
 
 @admin.register(Ticket)
-class TicketAdmin(admin.ModelAdmin):
+class TicketAdmin(PartnerScopedAdmin):
     list_display = [
         "reference",
         "subject",
@@ -374,7 +377,7 @@ class TicketAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(PartnerScopedAdmin):
     list_display = [
         "name",
         "prefix",

@@ -171,6 +171,18 @@ class User(AbstractUser):
         "Empty for your own staff, who see everything their permissions allow.",
     )
 
+    def clean(self) -> None:
+        super().clean()
+        if self.partner_id is not None and (self.is_staff or self.is_superuser):
+            raise ValidationError(
+                {
+                    "partner": "A partner's user cannot be staff or a superuser: the admin "
+                    "shows every partner's data. Partner users work in slaboard's own pages; "
+                    "empty the partner to make this one of your own staff."
+                },
+                code="partner_staff",
+            )
+
 
 class TicketQuerySet(models.QuerySet["Ticket"]):
     def open(self) -> TicketQuerySet:

@@ -27,6 +27,7 @@ from policies.models import (
     new_webhook_secret,
 )
 from policies.notifications.detect import enqueue_delivery
+from slaboard.admin_site import PartnerScopedAdmin
 from slaboard.forms import JSONChoicesField
 from tickets.models import Priority
 
@@ -229,7 +230,8 @@ class NotificationRuleAdmin(admin.ModelAdmin):
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(PartnerScopedAdmin):
+    partner_path = "ticket__partner"
     """The log of every notification: read-only, with a "retry now" action for failures."""
 
     list_display = [
@@ -318,7 +320,8 @@ class NotificationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Acknowledgement)
-class AcknowledgementAdmin(admin.ModelAdmin):
+class AcknowledgementAdmin(PartnerScopedAdmin):
+    partner_path = "ticket__partner"
     list_display = ["at", "ticket", "metric", "cycle", "user", "via"]
     list_filter = ["via", "metric"]
     search_fields = ["ticket__external_id", "user__username"]

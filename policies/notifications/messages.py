@@ -116,14 +116,23 @@ def message_context(
     }
 
 
+def may_hear_of(user: Any, ticket: Ticket) -> bool:
+    """Whether a user may be told about this ticket: active, and one of your own staff (no
+    partner) or a user of the ticket's partner. Another partner's user never is, whatever a
+    rule or an (older, cross-partner) assignment says."""
+    return bool(user.is_active) and user.partner_id in (None, ticket.partner_id)
+
+
 def email_recipients(rule: NotificationRule, ticket: Ticket) -> list[str]:
-    """The rule's addresses for this ticket, each once (case-insensitively), in order."""
+    """The rule's addresses for this ticket, each once (case-insensitively), in order. Users
+    (the assignee, the rule's users) only if they may see the ticket (``may_hear_of``)."""
     addresses: list[str] = []
-    if rule.notify_assignee and ticket.assignee is not None and ticket.assignee.email:
-        addresses.append(ticket.assignee.email)
+    assignee = ticket.assignee
+    if rule.notify_assignee and assignee is not None and assignee.email:
+        addresses += [assignee.email] if may_hear_of(assignee, ticket) else []
     if rule.notify_partner_contacts:
         addresses += ticket.partner.contact_email_list()
-    addresses += [u.email for u in rule.notify_users.all() if u.email and u.is_active]
+    addresses += [u.email for u in rule.notify_users.all() if u.email and may_hear_of(u, ticket)]
     addresses += rule.email_list()
     seen: set[str] = set()
     unique = []

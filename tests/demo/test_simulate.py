@@ -135,7 +135,8 @@ def test_simulated_hours_create_tickets_and_events_through_the_actions(now: date
     for ticket in replied:
         claim = ticket.events.filter(kind=EventKind.CLAIMED).first()
         assert claim is not None and claim.user is not None and "buckets" in claim.payload
-        assert claim.at <= ticket.first_human_reply_at
+        reply = ticket.first_human_reply_at
+        assert reply is not None and claim.at <= reply
     assert any(t.status == "resolved" for t in tickets)
     assert any(t.is_open for t in tickets)
     # Written through the actions: projections agree with the logs and clocks are kept.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 import redis
 from django.conf import settings
@@ -41,13 +42,20 @@ class TokenAuth(HttpBearer):
 _rate_client: redis.Redis | None = None
 
 
+def key_prefix() -> str:
+    """The install's Redis key prefix (``CHANNEL_PREFIX``, as every other slaboard key): two
+    installs sharing one Redis must not share rate-limit counters."""
+    config = cast(dict[str, Any], settings.CHANNEL_LAYERS["default"]["CONFIG"])
+    return str(config.get("prefix", "slaboard"))
+
+
 def check_rate(token: ApiToken, now: datetime) -> None:
     """A fixed one-minute window per token in Redis. Redis down: allow (and log)."""
     global _rate_client
     if _rate_client is None:
         _rate_client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1)
     minute = int(now.timestamp() // 60)
-    key = f"slaboard:rate:{token.pk}:{minute}"
+    key = f"{key_prefix()}:rate:{token.pk}:{minute}"
     try:
         pipe = _rate_client.pipeline()
         pipe.incr(key)

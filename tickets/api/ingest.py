@@ -25,6 +25,7 @@ from tickets.api.errors import ApiError
 from tickets.api.schemas import (
     EventIn,
     TicketIn,
+    instant_problem,
     text_problem,
 )
 from tickets.models import (
@@ -101,21 +102,33 @@ def _partner(token: ApiToken, name: str | None) -> Partner:
     return partner
 
 
-def _user(username: str | None, field: str) -> int | None:
+def _user(token: ApiToken, username: str | None, field: str) -> int | None:
+    """The user to assign. A partner's token sees only that partner's users: any other name
+    is unknown to it, so it can neither assign another partner's user nor learn which
+    usernames exist elsewhere. (Whether the user fits the ticket is the actions' rule.)"""
     if not username:
         return None
-    pk = User.objects.filter(username=username).values_list("pk", flat=True).first()
+    users = User.objects.filter(username=username)
+    if token.partner_id is not None:
+        users = users.filter(partner_id=token.partner_id)
+    pk = users.values_list("pk", flat=True).first()
     if pk is None:
         raise ApiError(422, f"Unknown user {username!r}.", field)
     return pk
 
 
-def _customer(name: str | None, tier: str | None) -> int | None:
+def _customer(token: ApiToken, name: str | None, tier: str | None) -> int | None:
+    """The customer named, created if new (with ``tier``). Customers are shared by all
+    partners and their tier is yours to set (it drives policies and boards): a partner's
+    token may name and create customers, never change an existing one's tier — that is
+    ignored, so the answer does not tell whether another partner serves that customer."""
     if name is None:
         return None
     customer, created = Customer.objects.get_or_create(
         name=name, defaults={"tier": tier or CustomerTier.BUSINESS}
     )
+    if token.partner_id is not None:
+        return customer.pk
     if tier and not created and customer.tier != tier:
         customer.tier = tier
         customer.save(update_fields=["tier", "updated_at"])
@@ -177,14 +190,14 @@ class Lookups:
 
     def customer(self, name: str | None, tier: str | None) -> int | None:
         if (name, tier) not in self.customers:
-            self.customers[(name, tier)] = _customer(name, tier)
+            self.customers[(name, tier)] = _customer(self.token, name, tier)
         return self.customers[(name, tier)]
 
     def user(self, username: str | None, field: str) -> int | None:
         if not username:
             return None
         if username not in self.users:
-            self.users[username] = _user(username, field)
+            self.users[username] = _user(self.token, username, field)
         return self.users[username]
 
 
@@ -374,9 +387,12 @@ def _json_default(value: Any) -> Any:
 def decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         raw = json.loads(base64.urlsafe_b64decode(cursor.encode()).decode())
-        return datetime.fromisoformat(raw[0]), int(raw[1])
-    except (ValueError, TypeError, IndexError, json.JSONDecodeError) as error:
+        at, pk = datetime.fromisoformat(raw[0]), int(raw[1])
+    except (ValueError, TypeError, IndexError, KeyError, json.JSONDecodeError) as error:
         raise ApiError(400, "cursor is not one this API gave out.", "cursor") from error
+    if instant_problem(at) or not -(2**63) <= pk < 2**63:
+        raise ApiError(400, "cursor is not one this API gave out.", "cursor")
+    return at, pk
 
 
 def encode_cursor(ticket: Ticket) -> str:

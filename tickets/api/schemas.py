@@ -4,11 +4,18 @@ document is generated from them."""
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from ninja import Field, Schema
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    field_validator,
+)
 
 from policies.models import Bucket, Metric
 from tickets.models import (
@@ -33,7 +40,37 @@ def _iso_only(value: Any) -> Any:
     raise ValueError("must be an ISO 8601 date-time with a time zone, e.g. 2026-11-23T09:30:00Z")
 
 
-IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_iso_only)]
+#: PostgreSQL stores offsets up to ±15:59 (pydantic reads up to ±23:59).
+MAX_UTC_OFFSET = timedelta(hours=16)
+#: The earliest instant the API takes: ticket systems did not exist before it.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def instant_problem(value: datetime) -> str | None:
+    """Why an aware instant cannot be stored or compared (None: it can). Offsets beyond
+    ±15:59 and instants before 1970 or past year 9999 in UTC would reach the database (and
+    a 500) otherwise."""
+    offset = value.utcoffset()
+    if offset is None:
+        return "must include a time zone"
+    if abs(offset) >= MAX_UTC_OFFSET:
+        return "has a UTC offset beyond ±15:59"
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        return "is out of range"
+    if utc < EARLIEST:
+        return "must not be before 1970-01-01T00:00:00Z"
+    return None
+
+
+def _storable(value: datetime) -> datetime:
+    if problem := instant_problem(value):
+        raise ValueError(problem)
+    return value
+
+
+IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_iso_only), AfterValidator(_storable)]
 
 
 def text_problem(value: str) -> str | None:
