@@ -173,6 +173,7 @@ def main() -> None:
         "DATABASE_URL": os.environ.get("DATABASE_URL", DEFAULT_DB),
         "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/11"),
         "DEBUG": "0",
+        "SECURE_SSL_REDIRECT": "0",  # plain HTTP on loopback
         "SECRET_KEY": "bench-" + "x" * 50,
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
         "DB_POOL_MAX": args.pool_max,

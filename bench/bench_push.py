@@ -1299,6 +1299,7 @@ def main(argv: list[str] | None = None) -> int:
             "CHANNEL_PREFIX": f"benchpush{os.getpid()}",
             "DJANGO_SETTINGS_MODULE": "slaboard.settings",
             "DEBUG": "0",
+            "SECURE_SSL_REDIRECT": "0",  # plain HTTP on loopback
             "SECRET_KEY": secrets.token_urlsafe(50),
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "LOG_LEVEL": "WARNING",

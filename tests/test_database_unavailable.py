@@ -86,6 +86,7 @@ def test_a_stopped_database_answers_503_and_recovers_without_a_restart(
         "DB_POOL_MAX": pool_max,
         "DB_POOL_TIMEOUT": "1",  # pooled: how long a request waits for a connection
         "DEBUG": "0",
+        "SECURE_SSL_REDIRECT": "0",  # plain HTTP on loopback: no TLS proxy in front here
         "SECRET_KEY": "test-" + "x" * 50,
         "PYTHONUNBUFFERED": "1",
     }

@@ -124,15 +124,36 @@
 
   // ------------------------------------------------------------------ swapping pushes
 
-  // The agent is using this element: typing in it, or a button or menu in it has focus.
-  function inUse(el) {
+  // Focus inside this element.
+  function focusIn(el) {
     var active = document.activeElement;
-    return !!active && active !== document.body && el.contains(active);
+    return !!active && active !== document.body && el.contains(active) ? active : null;
+  }
+
+  // The agent is using this element: typing in a field of it, or a menu of it is open (a
+  // focused select). A focused button holds nothing: the element may be replaced, and the
+  // same button in the new one gets the focus back.
+  function inUse(el) {
+    var active = focusIn(el);
+    return !!active && /^(SELECT|INPUT|TEXTAREA)$/.test(active.tagName);
+  }
+
+  function sameControl(fresh, old) {
+    var candidates = fresh.querySelectorAll(old.tagName);
+    for (var i = 0; i < candidates.length; i++) {
+      if (candidates[i].className === old.className && candidates[i].textContent === old.textContent) {
+        return candidates[i];
+      }
+    }
+    return null;
   }
 
   function replace(target, fresh) {
+    var focused = focusIn(target);
     target.replaceWith(fresh);
     if (window.htmx) { htmx.process(fresh); }
+    var again = focused && sameControl(fresh, focused);
+    if (again) { again.focus({ preventScroll: true }); }
   }
 
   function place(fresh) {
@@ -199,7 +220,7 @@
     refreshTimer = null;
     var list = queueList();
     if (!list || !window.htmx) { return; }
-    if (inUse(list) || pointerInList || document.querySelector(".htmx-request")) {
+    if (focusIn(list) || pointerInList || document.querySelector(".htmx-request")) {
       scheduleQueueRefresh();
       return;
     }
