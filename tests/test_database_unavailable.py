@@ -23,6 +23,8 @@ import pytest
 from slaboard.settings import BASE_DIR
 from tests.processes import PostgresServer, Process, free_web_port
 
+pytestmark = pytest.mark.subprocess
+
 
 @pytest.fixture
 def postgres() -> Iterator[PostgresServer]:

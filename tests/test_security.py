@@ -56,6 +56,7 @@ PRODUCTION = {  # README "Production"
 }
 
 
+@pytest.mark.subprocess
 def test_check_deploy_is_clean_for_the_documented_production_settings() -> None:
     result = _django_process(
         PRODUCTION,
@@ -66,6 +67,7 @@ def test_check_deploy_is_clean_for_the_documented_production_settings() -> None:
     assert "System check identified no issues" in result.stdout
 
 
+@pytest.mark.subprocess
 def test_check_deploy_is_clean_behind_a_proxy_too() -> None:
     env = {**PRODUCTION, "SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto"}
     result = _django_process(

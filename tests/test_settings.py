@@ -91,6 +91,7 @@ def test_production_starts_with_a_real_secret_key() -> None:
     assert "started" in result.stdout
 
 
+@pytest.mark.subprocess
 def test_the_embedded_sqlite_database_runs_in_wal_mode(tmp_path: Path) -> None:
     result = _django_process(
         {"DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3"},

@@ -16,6 +16,8 @@ from django.db import connection
 from slaboard.celery import app
 from tests.processes import CELERY, Process, RedisServer
 
+pytestmark = pytest.mark.subprocess
+
 
 def _send(broker_url: str, name: str, *args: object) -> None:
     with app.connection_for_write(broker_url) as broker:

@@ -336,6 +336,7 @@ def _describe(history: History) -> str:
 # The engine, through record_events, against the reference
 
 
+@pytest.mark.slow
 @examples(150)
 @given(history=histories())
 @apply(STORIES)
