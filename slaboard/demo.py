@@ -278,7 +278,9 @@ def _ensure_boards(partners: dict[str, Partner]) -> None:
     critical, created = Board.objects.get_or_create(
         slug="critical", defaults={"name": "Critical and high", "priorities": ["critical", "high"]}
     )
-    europe, created = Board.objects.get_or_create(slug="europe", defaults={"name": "Europe"})
+    europe, created = Board.objects.get_or_create(
+        slug="europe", defaults={"name": "Europe", "display_timezone": "Europe/Paris"}
+    )
     if created:
         europe.partners.add(partners["Acme Managed Services"], partners["Nordlicht IT"])
 

@@ -394,5 +394,8 @@ LOGGING: dict[str, Any] = {
         # uvicorn's start-up and error lines in the same format as everything else.
         "uvicorn": {"handlers": [], "propagate": True},
         "uvicorn.error": {"handlers": [], "propagate": True},
+        # django-axes says "BEGIN version …" in every process at start-up, and a line for every
+        # login: failures and lock-outs (warnings) are what operations need.
+        "axes": {"handlers": [], "level": "WARNING", "propagate": True},
     },
 }
