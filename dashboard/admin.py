@@ -10,11 +10,17 @@ from django.utils.html import format_html
 
 from dashboard.actions import revoke_kiosk_link, rotate_kiosk_link
 from dashboard.models import Board
+from policies.timezones import timezone_choices
 from slaboard.forms import JSONChoicesField
 from tickets.models import CustomerTier, Priority, TicketKind
 
 
 class BoardForm(forms.ModelForm):
+    display_timezone = forms.ChoiceField(
+        required=False,
+        label="Display time zone",
+        help_text="Times on the board, and when today and this month start.",
+    )
     priorities = JSONChoicesField(choices=Priority.choices, required=False, help_text="None = any.")
     kinds = JSONChoicesField(choices=TicketKind.choices, required=False, help_text="None = any.")
     customer_tiers = JSONChoicesField(
@@ -28,10 +34,24 @@ class BoardForm(forms.ModelForm):
 
     class Meta:
         model = Board
-        fields = ["name", "slug", "partners", "priorities", "kinds", "customer_tiers", "teams"]
+        fields = [
+            "name",
+            "slug",
+            "display_timezone",
+            "partners",
+            "priorities",
+            "kinds",
+            "customer_tiers",
+            "teams",
+        ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        zone = self.fields["display_timezone"]
+        assert isinstance(zone, forms.ChoiceField)
+        zone.choices = [("", "Default: the board's one partner's, else the site's")] + list(
+            timezone_choices()
+        )
         if self.instance.pk and isinstance(self.instance.teams, list):
             self.initial["teams"] = ", ".join(self.instance.teams)
 

@@ -323,11 +323,13 @@ def test_an_admin_creates_a_board_and_its_kiosk_link(admin: Client) -> None:
             "partners": [str(partner.pk)],
             "priorities": ["critical", "high"],
             "teams": "Network, Service desk",
+            "display_timezone": "Europe/Berlin",
         },
     )
     assert response.status_code == 302, _errors(response)
     board = Board.objects.get(slug="nordic")
     assert board.teams == ["Network", "Service desk"]
+    assert board.display_timezone == "Europe/Berlin"
     assert board.priorities == ["critical", "high"]
     response = admin.post(
         "/admin/dashboard/board/",
