@@ -7,6 +7,9 @@ import pytest
 from django.core.management import call_command
 from django.test import Client
 
+from dashboard.access import Viewer
+from dashboard.boards import board_state
+from dashboard.models import Board
 from policies.models import Calendar, Policy, SLAClock, Target
 from slaboard.demo import DEMO_PASSWORD, seed_demo
 from tickets.models import Customer, Partner, Ticket, TicketEvent, User
@@ -95,3 +98,12 @@ def test_the_demo_shows_clocks_in_all_four_buckets(now: datetime) -> None:
         counts.setdefault(metric, set()).add(bucket)
     for metric in ("first_response", "resolution_plan", "resolution"):
         assert set(counts[metric]) == {"green", "yellow", "orange", "red"}, metric
+    # A team that mostly meets its SLAs, with a few tickets to save and a few already lost.
+    state = board_state(Board.objects.get(slug="all"), Viewer(), now)
+    for period in ("today", "month"):
+        assert 80 <= state[period]["percent"] <= 95, (period, state[period])
+    assert 3 <= len(state["at_risk"]) <= 8
+    assert any(row.ticket.assignee is None for row in state["at_risk"])
+    assert any(row.ticket.assignee is not None for row in state["at_risk"])
+    assert 0 < state["breached"]["tickets"] < state["open_count"] / 4
+    assert state["rescues"]
