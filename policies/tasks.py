@@ -6,6 +6,7 @@ import logging
 import time
 
 from celery import shared_task
+from django.conf import settings
 from django.utils import timezone
 
 from policies.actions import reevaluate_due_clocks, resync_open_clocks
@@ -68,8 +69,9 @@ def deliver_notifications_task(seconds: float = DELIVERY_SECONDS) -> int:
     """
     started = time.monotonic()
     total = 0
-    while deliver_due(now=timezone.now(), limit=1):
-        total += 1
+    concurrency = settings.NOTIFICATION_CONCURRENCY
+    while handled := deliver_due(now=timezone.now(), limit=concurrency, concurrency=concurrency):
+        total += handled
         if time.monotonic() - started >= seconds:
             enqueue_delivery()  # more may be due: a fresh task, queued behind other work
             break

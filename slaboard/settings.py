@@ -302,6 +302,8 @@ CLOCK_SKEW_LIMIT_SECONDS = float(env_str("CLOCK_SKEW_LIMIT_SECONDS", "5"))
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 
 # Notifications (docs/notifications.md). SITE_URL makes the links in messages absolute.
+# A delivery task sends up to NOTIFICATION_CONCURRENCY messages side by side (1: one by one).
+NOTIFICATION_CONCURRENCY = max(1, int(env_str("NOTIFICATION_CONCURRENCY", "8")))
 SITE_URL = env_str("SITE_URL", f"http://localhost:{env_str('PORT', '8000')}").rstrip("/")
 # Development prints emails on the worker's console; production sends through SMTP.
 EMAIL_BACKEND = env_str(
