@@ -70,7 +70,9 @@ def deliver_notifications_task(seconds: float = DELIVERY_SECONDS) -> int:
     started = time.monotonic()
     total = 0
     concurrency = settings.NOTIFICATION_CONCURRENCY
-    while handled := deliver_due(now=timezone.now(), limit=concurrency, concurrency=concurrency):
+    # Rows per call: `now` is read again, and the time checked, between calls.
+    per_call = 1 if concurrency == 1 else 4 * concurrency
+    while handled := deliver_due(now=timezone.now(), limit=per_call, concurrency=concurrency):
         total += handled
         if time.monotonic() - started >= seconds:
             enqueue_delivery()  # more may be due: a fresh task, queued behind other work

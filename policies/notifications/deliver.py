@@ -7,11 +7,11 @@ reason, deferred by quiet hours, or skipped when it no longer applies. A redeliv
 nothing due; a worker that dies mid-send leaves a lease that expires, and the row is retried
 (the receiver can dedupe by its delivery id).
 
-With ``concurrency`` > 1 it claims up to that many rows (each claim commits its lease),
-prepares each on the calling thread (database reads, rendering, signing: ``prepare``), sends
-them side by side on a small thread pool (the network part only, no ORM: ``transmit``), then
-records each outcome on the calling thread. A slow receiver then costs one timeout per batch,
-not one per message.
+With ``concurrency`` > 1 it keeps up to that many sends in flight: it claims a row (each claim
+commits its lease) and prepares it on the calling thread (database reads, rendering, signing:
+``prepare``), sends it on a small thread pool (the network part only, no ORM: ``transmit``),
+claims and prepares the next meanwhile, and records each outcome on the calling thread as it
+comes back. A slow receiver then costs its delay once per ``concurrency`` messages.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import smtplib
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -174,35 +174,45 @@ def claim_next(*, now: datetime) -> Notification | None:
 def deliver_due(*, now: datetime, limit: int = 20, concurrency: int = 1) -> int:
     """Deliver up to ``limit`` due notifications; return how many were handled.
 
-    ``concurrency`` 1: one claim, send and record at a time. More: batches of up to that many
-    claimed rows whose sends overlap on a thread pool (see the module's docstring)."""
+    ``concurrency`` 1: one claim, send and record at a time. More: up to that many sends in
+    flight on a thread pool (see the module's docstring)."""
+    if concurrency > 1:
+        return _deliver_side_by_side(now=now, limit=limit, concurrency=concurrency)
     handled = 0
     while handled < limit:
-        if concurrency <= 1:
+        row = claim_next(now=now)
+        if row is None:
+            break
+        deliver_claimed(row, now=now)
+        handled += 1
+    return handled
+
+
+def _deliver_side_by_side(*, now: datetime, limit: int, concurrency: int) -> int:
+    """Keep up to ``concurrency`` sends in flight: claim and prepare the next row while others
+    are on the network, record each as it comes back (all on this thread)."""
+    pool = _pool(concurrency)
+    flying: dict[Future[Outcome], Notification] = {}
+    handled = 0
+    exhausted = False
+    while True:
+        while not exhausted and len(flying) < concurrency and handled + len(flying) < limit:
             row = claim_next(now=now)
             if row is None:
+                exhausted = True
                 break
-            deliver_claimed(row, now=now)
+            item = _prepare_or_retry(row, now=now)
+            if item.outcome is not None:
+                finish(row, item.outcome, now=now)
+                handled += 1
+            else:
+                flying[pool.submit(transmit, item)] = row
+        if not flying:
+            return handled
+        done, _ = wait(flying, return_when=FIRST_COMPLETED)
+        for future in done:
+            finish(flying.pop(future), future.result(), now=now)
             handled += 1
-            continue
-        rows: list[Notification] = []
-        while len(rows) < min(concurrency, limit - handled):
-            claimed = claim_next(now=now)
-            if claimed is None:
-                break
-            rows.append(claimed)
-        if not rows:
-            break
-        prepared = [_prepare_or_retry(row, now=now) for row in rows]
-        pool = _pool(concurrency)
-        sending: dict[int, Future[Outcome]] = {
-            id(item): pool.submit(transmit, item) for item in prepared if item.outcome is None
-        }
-        for item in prepared:
-            outcome = item.outcome or sending[id(item)].result()
-            finish(item.row, outcome, now=now)
-        handled += len(rows)
-    return handled
 
 
 def _prepare_or_retry(row: Notification, *, now: datetime) -> Prepared:
