@@ -21,6 +21,7 @@ import pytest
 from django.db import connection
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
+from websockets.typing import Origin
 
 from dashboard.models import Board
 from slaboard.settings import BASE_DIR
@@ -46,7 +47,7 @@ class Screen:
 
     def _read(self) -> None:
         try:
-            with connect(self.url, origin=self.origin, open_timeout=30) as ws:  # type: ignore[arg-type]
+            with connect(self.url, origin=Origin(self.origin), open_timeout=30) as ws:
                 while not self.stop.is_set():
                     try:
                         message = ws.recv(timeout=0.2)
