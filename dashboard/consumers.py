@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import time
 from typing import Any
 from urllib.parse import parse_qs
@@ -35,6 +36,7 @@ from dashboard.boards import (
     render_ticket_fragments,
     ticket_group,
 )
+from dashboard.convergence import republish_after_outage
 from dashboard.grants import Grant, revoked
 from dashboard.models import Board
 from dashboard.publish import (
@@ -50,6 +52,8 @@ from dashboard.publish import (
     store_snapshot,
 )
 from policies.engine import evaluated_until
+from slaboard import metrics
+from slaboard.health import check as health_check
 from tickets.models import Ticket
 
 log = logging.getLogger(__name__)
@@ -96,8 +100,14 @@ class Heartbeats:
         self.grants: dict[str, tuple[Grant, Any]] = {}  # channel -> (grant, its consumer)
         self.revoking: set[asyncio.Task[None]] = set()
         self.task: asyncio.Task[None] | None = None
+        # Ops (#16): a failed round followed by a good one means Redis was away: republish.
+        self.redis_lost = False
+        self.problems: list[str] = []  # the deployment's health, shown on boards
+        self.problems_at = -math.inf
 
     def join(self, group: str, channel: str) -> None:
+        if channel not in self.members.get(group, ()):
+            metrics.SCREENS.labels(metrics.screen_kind(group)).inc()
         self.members.setdefault(group, set()).add(channel)
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self.run())
@@ -110,6 +120,8 @@ class Heartbeats:
         self.grants.pop(channel, None)
         channels = self.members.get(group)
         if channels is not None:
+            if channel in channels:
+                metrics.SCREENS.labels(metrics.screen_kind(group)).dec()
             channels.discard(channel)
             if not channels:
                 del self.members[group]
@@ -125,13 +137,34 @@ class Heartbeats:
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # Redis down: screens notice the silence
+                self.redis_lost = True
                 log.warning("heartbeat not sent (Redis unavailable): %s", error)
+            else:
+                if self.redis_lost:  # pushes were lost meanwhile (dashboard.convergence)
+                    self.redis_lost = not await asyncio.to_thread(
+                        republish_after_outage, list(self.members)
+                    )
             try:
                 await self.revalidate()
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # database down: nothing new can be rendered either
                 log.warning("open sockets not re-checked (database unavailable): %s", error)
+
+    async def health(self) -> list[str]:
+        """What is wrong with the deployment (tick late, no worker, notifications stuck), in a
+        few words for the boards; checked at most once per round per process."""
+        now = time.monotonic()
+        if now - self.problems_at >= settings.HEARTBEAT_SECONDS / 2:
+            self.problems_at = now
+            try:
+                report = await database_sync_to_async(health_check)(
+                    ["tick", "workers", "notifications"]
+                )
+                self.problems = report.problems()
+            except Exception as error:  # never let the health line stop the heartbeat
+                log.warning("health not checked: %s", error)
+        return self.problems
 
     async def revalidate(self) -> None:
         """Close the sockets whose access changed since they connected."""
@@ -161,7 +194,10 @@ class Heartbeats:
         if not mine:
             return
         at = timezone.now().isoformat()
-        html = render_to_string("dashboard/fragments/heartbeat.html", {"at": at})
+        problems = await self.health()
+        html = render_to_string(
+            "dashboard/fragments/heartbeat.html", {"at": at, "problems": problems}
+        )
         for group in mine:
             await self.layer.group_send(group, {"type": "heartbeat", "at": at, "html": html})
 

@@ -35,6 +35,7 @@ from dashboard.boards import (
 )
 from dashboard.models import Board
 from policies.engine import evaluated_until
+from slaboard import metrics
 from slaboard.celery import app as celery_app
 from tickets.models import Ticket
 
@@ -64,6 +65,8 @@ SNAPSHOT_SECONDS = 3600
 # "the next change schedules one" — every counted change is rendered by some later publish.
 _MARK_DIRTY = """
 redis.call('INCR', KEYS[1])
+local t = redis.call('TIME')  -- ops #16: when the oldest unpublished change committed
+redis.call('SET', KEYS[1] .. ':since', t[1] .. '.' .. string.format('%06d', tonumber(t[2])), 'NX')
 if #ARGV > 1 then
   redis.call('SADD', KEYS[3], unpack(ARGV, 2))
   redis.call('EXPIRE', KEYS[3], 3600)
@@ -161,14 +164,29 @@ def change_count() -> int:
 
 def publish_and_follow_up(*, now: datetime) -> int:
     """What the publish task runs: publish, then once more if changes came meanwhile."""
-    version = begin_publish()
+    version, since = begin_timed_publish()
     try:
-        sent = publish(now=now, version=version)
+        with metrics.PUBLISH_DURATION.time():
+            sent = publish(now=now, version=version)
     except Exception:
         redis_client().delete(key("publish:state"))  # the next change schedules a new attempt
         raise
     end_publish(version)
+    if sent and since is not None:  # ops #16: commit → push, by Redis's clock
+        seconds, micros = cast(tuple[int, int], redis_client().time())
+        metrics.PUBLISH_LAG.observe(max(0.0, seconds + micros / 1e6 - since))
     return sent
+
+
+def begin_timed_publish() -> tuple[int, float | None]:
+    """``begin_publish``, and when the oldest change it renders committed (Redis's clock),
+    taken in the same transaction as the change count."""
+    pipe = redis_client().pipeline(transaction=True)
+    pipe.set(key("publish:state"), "running", px=QUEUED_MS)
+    pipe.get(key("dirty"))
+    pipe.getdel(key("dirty:since"))
+    _, count, since = pipe.execute()
+    return (int(count) if count else 0), (float(since) if since else None)
 
 
 def begin_publish() -> int:

@@ -8,6 +8,7 @@ from typing import Any
 from celery import Celery, signals
 from celery.worker.consumer import Consumer as CeleryConsumer
 
+from slaboard import worker_heartbeat
 from slaboard.logs import request_id
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "slaboard.settings")
@@ -36,6 +37,17 @@ def set_task_id(task_id: str | None = None, **kwargs: Any) -> None:
 @signals.task_postrun.connect
 def clear_task_id(**kwargs: Any) -> None:
     request_id.set("-")
+
+
+@signals.task_postrun.connect
+def record_worker_heartbeat(sender: Any = None, **kwargs: Any) -> None:
+    """A finished task says its queue has a live worker (``slaboard.worker_heartbeat``)."""
+    request = getattr(sender, "request", None)
+    if request is None or not request.hostname:
+        return  # run eagerly (tests), not by a worker
+    delivery = request.delivery_info or {}
+    queue = delivery.get("routing_key") or app.conf.task_default_queue
+    worker_heartbeat.record(str(queue), str(request.hostname))
 
 
 class Consumer(CeleryConsumer):

@@ -14,6 +14,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 
+from slaboard import metrics
 from slaboard.logs import request_id
 
 log = logging.getLogger("slaboard.database")
@@ -44,6 +45,7 @@ class RequestLogMiddleware:
             response["X-Request-ID"] = rid
             duration = (time.perf_counter() - started) * 1000
             status = response.status_code
+            metrics.observe_request(request.path, request.method or "", status, duration / 1000)
             access_log.log(
                 # A 503 is load shed or a database away, reported once by the middleware below.
                 logging.WARNING if status >= 500 and status != 503 else logging.INFO,

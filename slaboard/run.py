@@ -213,6 +213,13 @@ def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "slaboard.settings")
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     (BASE_DIR / "var").mkdir(exist_ok=True)
+    # Metrics of every process started here, summed by the web's /metrics (prometheus-client's
+    # multiprocess mode): one directory, emptied at each start.
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        metrics_dir = BASE_DIR / "var" / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir()
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     host = os.environ.get("HOST", "127.0.0.1")
     port = os.environ.get("PORT", "8000")
 

@@ -289,7 +289,21 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     },
 }
 
+# Health (/readyz, the boards' warning; docs/deployment.md "Health"): the tick is late when the
+# watermark is older than TICK_LATE_SECONDS; a queue has no worker when none of its tasks
+# finished for WORKER_LATE_SECONDS (beat sends each queue a task every minute); notifications
+# are late when the oldest due one waited NOTIFICATION_LATE_SECONDS; a web process whose clock
+# is further than CLOCK_SKEW_LIMIT_SECONDS from the database's is not ready.
+TICK_LATE_SECONDS = float(env_str("TICK_LATE_SECONDS", str(max(30.0, 2.5 * TICK_SECONDS))))
+WORKER_LATE_SECONDS = float(env_str("WORKER_LATE_SECONDS", str(max(30.0, 2.5 * 60))))
+NOTIFICATION_LATE_SECONDS = float(env_str("NOTIFICATION_LATE_SECONDS", "600"))
+CLOCK_SKEW_LIMIT_SECONDS = float(env_str("CLOCK_SKEW_LIMIT_SECONDS", "5"))
+# /metrics answers only a request with "Authorization: Bearer <METRICS_TOKEN>"; empty: 404.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+
 # Notifications (docs/notifications.md). SITE_URL makes the links in messages absolute.
+# A delivery task sends up to NOTIFICATION_CONCURRENCY messages side by side (1: one by one).
+NOTIFICATION_CONCURRENCY = max(1, int(env_str("NOTIFICATION_CONCURRENCY", "8")))
 SITE_URL = env_str("SITE_URL", f"http://localhost:{env_str('PORT', '8000')}").rstrip("/")
 # Development prints emails on the worker's console; production sends through SMTP.
 EMAIL_BACKEND = env_str(
@@ -321,7 +335,8 @@ if not DEBUG:
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
     if not SECURE_HSTS_PRELOAD:
         SILENCED_SYSTEM_CHECKS = ["security.W021"]
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP
+# Load balancers probe and Prometheus scrapes over plain HTTP inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 # Behind a TLS-terminating proxy that is not on this host (uvicorn trusts X-Forwarded-Proto
 # from 127.0.0.1 by itself): SECURE_PROXY_SSL_HEADER=X-Forwarded-Proto.
 if proxy_header := env_str("SECURE_PROXY_SSL_HEADER", ""):

@@ -32,8 +32,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def free_web_port(first: int = 18100, last: int = 18199) -> int:
-    """A free port in the range the project's tests and benchmarks use for web servers."""
+def free_web_port(first: int | None = None, last: int | None = None) -> int:
+    """A free port in the range the project's tests and benchmarks use for web servers
+    (18100-18199; ``SLABOARD_TEST_PORTS=18500-18599`` moves it, for parallel checkouts)."""
+    low, _, high = os.environ.get("SLABOARD_TEST_PORTS", "18100-18199").partition("-")
+    first = int(low) if first is None else first
+    last = int(high) if last is None else last
     for port in range(first, last + 1):
         with socket.socket() as sock:
             try:

@@ -28,6 +28,9 @@ LAYERS: list[tuple[str, list[str]]] = [
             "slaboard.settings",
             "slaboard.celery",
             "slaboard.logs",
+            "slaboard.dbclock",
+            "slaboard.metrics",
+            "slaboard.worker_heartbeat",
         ],
     ),
     (
@@ -57,6 +60,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "dashboard.access",
             "dashboard.boards",
             "dashboard.grants",
+            "slaboard.health",
         ],
     ),
     (
@@ -70,6 +74,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "policies.notifications.deliver",
             "dashboard.actions",
             "dashboard.publish",
+            "dashboard.convergence",
         ],
     ),
     (
@@ -94,6 +99,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "slaboard.admin_site",
             "slaboard.asgi",
             "slaboard.middleware",
+            "slaboard.ops",
             "slaboard.security",
             "slaboard.run",
             "slaboard.demo",

@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django import template
+from django.conf import settings
 
 from policies.durations import format_duration
 
@@ -73,3 +74,17 @@ def ago(value: timedelta | None) -> str:
     if minutes < 48 * 60:
         return f"{minutes // 60} h"
     return f"{minutes // 1440} d"
+
+
+@register.filter
+def tick_late(evaluated_at: datetime | None, now: datetime | None) -> bool:
+    """The tick's watermark is older than ``TICK_LATE_SECONDS`` (the board then warns)."""
+    if evaluated_at is None or now is None:
+        return False
+    return (now - evaluated_at).total_seconds() > settings.TICK_LATE_SECONDS
+
+
+@register.simple_tag
+def tick_late_seconds() -> str:
+    """For live.js, which turns the board's "evaluated" time into a warning by itself."""
+    return f"{settings.TICK_LATE_SECONDS:g}"

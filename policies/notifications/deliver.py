@@ -6,15 +6,24 @@ the outcome with a conditional update: sent, retried with exponential backoff, f
 reason, deferred by quiet hours, or skipped when it no longer applies. A redelivered task finds
 nothing due; a worker that dies mid-send leaves a lease that expires, and the row is retried
 (the receiver can dedupe by its delivery id).
+
+With ``concurrency`` > 1 it keeps up to that many sends in flight: it claims a row (each claim
+commits its lease) and prepares it on the calling thread (database reads, rendering, signing:
+``prepare``), sends it on a small thread pool (the network part only, no ORM: ``transmit``),
+claims and prepares the next meanwhile, and records each outcome on the calling thread as it
+comes back. A slow receiver then costs its delay once per ``concurrency`` messages.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import smtplib
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -48,6 +57,7 @@ from policies.notifications.messages import (
     sign,
     webhook_payload,
 )
+from slaboard import metrics
 from tickets.models import Ticket
 
 log = logging.getLogger(__name__)
@@ -161,8 +171,13 @@ def claim_next(*, now: datetime) -> Notification | None:
     return None
 
 
-def deliver_due(*, now: datetime, limit: int = 20) -> int:
-    """Deliver up to ``limit`` due notifications, one claim at a time; return how many."""
+def deliver_due(*, now: datetime, limit: int = 20, concurrency: int = 1) -> int:
+    """Deliver up to ``limit`` due notifications; return how many were handled.
+
+    ``concurrency`` 1: one claim, send and record at a time. More: up to that many sends in
+    flight on a thread pool (see the module's docstring)."""
+    if concurrency > 1:
+        return _deliver_side_by_side(now=now, limit=limit, concurrency=concurrency)
     handled = 0
     while handled < limit:
         row = claim_next(now=now)
@@ -171,6 +186,63 @@ def deliver_due(*, now: datetime, limit: int = 20) -> int:
         deliver_claimed(row, now=now)
         handled += 1
     return handled
+
+
+def _deliver_side_by_side(*, now: datetime, limit: int, concurrency: int) -> int:
+    """Keep up to ``concurrency`` sends in flight: claim and prepare the next row while others
+    are on the network, record each as it comes back (all on this thread)."""
+    pool = _pool(concurrency)
+    flying: dict[Future[Outcome], Notification] = {}
+    handled = 0
+    exhausted = False
+    while True:
+        while not exhausted and len(flying) < concurrency and handled + len(flying) < limit:
+            row = claim_next(now=now)
+            if row is None:
+                exhausted = True
+                break
+            item = _prepare_or_retry(row, now=now)
+            if item.outcome is not None:
+                finish(row, item.outcome, now=now)
+                handled += 1
+            else:
+                flying[pool.submit(transmit, item)] = row
+        if not flying:
+            return handled
+        done, _ = wait(flying, return_when=FIRST_COMPLETED)
+        for future in done:
+            finish(flying.pop(future), future.result(), now=now)
+            handled += 1
+
+
+def _prepare_or_retry(row: Notification, *, now: datetime) -> Prepared:
+    """In a batch, one row that cannot be prepared must not strand the others' leases."""
+    try:
+        return prepare(row, now=now)
+    except Exception as error:
+        return Prepared(row, _unexpected(row, error))
+
+
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
+
+
+def _pool(size: int) -> ThreadPoolExecutor:
+    """One pool per process (Celery forks its children: a pool made before would be empty)."""
+    pool = _pools.get((os.getpid(), size))
+    if pool is None:
+        pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="deliver")
+        _pools[(os.getpid(), size)] = pool
+    return pool
+
+
+@dataclass
+class Prepared:
+    """A claimed row ready to go: its ``outcome`` if already decided (skipped, or an error
+    while preparing), else ``send``, the network part (no database access)."""
+
+    row: Notification
+    outcome: Outcome | None = None
+    send: Callable[[], Outcome] | None = None
 
 
 def _clock(row: Notification) -> SLAClock | None:
@@ -207,26 +279,47 @@ def stale_reason(row: Notification, clock: SLAClock | None) -> str:
 
 def deliver_claimed(row: Notification, *, now: datetime) -> Outcome:
     """Send one claimed row and record the outcome."""
+    prepared = prepare(row, now=now)
+    outcome = prepared.outcome or transmit(prepared)
+    finish(row, outcome, now=now)
+    return outcome
+
+
+def _unexpected(row: Notification, error: Exception) -> Outcome:
+    """Never wedge the outbox on one bad row: log it, retry it later."""
+    log.exception("notification %s: unexpected error", row.pk)
+    return Outcome("retry", f"unexpected error: {type(error).__name__}: {error}")
+
+
+def prepare(row: Notification, *, now: datetime) -> Prepared:
+    """Everything before the network, on the caller's thread: is it still due, to whom, the
+    rendered message or the signed request."""
     rule = row.rule
     clock = _clock(row)
     reason = stale_reason(row, clock)
     if reason:
-        outcome = Outcome("skipped", reason)
-    else:
-        ticket = Ticket.objects.select_related("partner", "customer", "assignee").get(
-            pk=row.ticket_id
-        )
-        context = message_context(row, rule, ticket, clock, now)
-        try:
-            if row.channel == Channel.EMAIL:
-                outcome = send_email(row, rule, ticket, context)
-            else:
-                outcome = send_webhook(row, rule, context, now)
-        except Exception as error:  # never wedge the outbox on one bad row
-            log.exception("notification %s: unexpected error", row.pk)
-            outcome = Outcome("retry", f"unexpected error: {type(error).__name__}: {error}")
-    finish(row, outcome, now=now)
-    return outcome
+        return Prepared(row, Outcome("skipped", reason))
+    ticket = Ticket.objects.select_related("partner", "customer", "assignee").get(pk=row.ticket_id)
+    context = message_context(row, rule, ticket, clock, now)
+    try:
+        if row.channel == Channel.EMAIL:
+            ready = email_sender(row, rule, ticket, context)
+        else:
+            ready = webhook_sender(row, rule, context, now)
+    except Exception as error:
+        return Prepared(row, _unexpected(row, error))
+    if isinstance(ready, Outcome):
+        return Prepared(row, ready)
+    return Prepared(row, send=ready)
+
+
+def transmit(prepared: Prepared) -> Outcome:
+    """The network part of one prepared row (any thread: it touches no database)."""
+    assert prepared.send is not None
+    try:
+        return prepared.send()
+    except Exception as error:
+        return _unexpected(prepared.row, error)
 
 
 def finish(row: Notification, outcome: Outcome, *, now: datetime) -> bool:
@@ -261,6 +354,7 @@ def finish(row: Notification, outcome: Outcome, *, now: datetime) -> bool:
         if not owned:
             log.warning("notification %s: lease lost before recording %s", row.pk, result)
             return False
+        metrics.NOTIFICATIONS.labels(row.channel, result).inc()
         rule = row.rule
         if (
             result == "sent"
@@ -293,6 +387,14 @@ def finish(row: Notification, outcome: Outcome, *, now: datetime) -> bool:
 def send_email(
     row: Notification, rule: NotificationRule, ticket: Ticket, context: dict[str, Any]
 ) -> Outcome:
+    ready = email_sender(row, rule, ticket, context)
+    return ready if isinstance(ready, Outcome) else ready()
+
+
+def email_sender(
+    row: Notification, rule: NotificationRule, ticket: Ticket, context: dict[str, Any]
+) -> Outcome | Callable[[], Outcome]:
+    """The rendered email and a function that sends it (or the outcome: nobody to send to)."""
     recipients = email_recipients(rule, ticket)
     if not recipients:
         return Outcome("skipped", "no email recipients (no assignee, contacts or addresses)")
@@ -307,14 +409,18 @@ def send_email(
         headers={"Message-ID": _message_id(row), "X-Slaboard-Delivery": str(row.pk)},
     )
     who = ", ".join(recipients)
-    try:
-        message.send(fail_silently=False)
-    except smtplib.SMTPRecipientsRefused as error:
-        refused = ", ".join(sorted(error.recipients))
-        return Outcome("failed", f"the mail server refused {refused}", who)
-    except (smtplib.SMTPException, OSError) as error:
-        return Outcome("retry", f"could not send the email: {error}", who)
-    return Outcome("sent", f"emailed {who}", who)
+
+    def send() -> Outcome:
+        try:
+            message.send(fail_silently=False)
+        except smtplib.SMTPRecipientsRefused as error:
+            refused = ", ".join(sorted(error.recipients))
+            return Outcome("failed", f"the mail server refused {refused}", who)
+        except (smtplib.SMTPException, OSError) as error:
+            return Outcome("retry", f"could not send the email: {error}", who)
+        return Outcome("sent", f"emailed {who}", who)
+
+    return send
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -340,6 +446,13 @@ def send_webhook(
 ) -> Outcome:
     """POST the signed payload. 2xx: sent; 408, 429, 5xx and network errors: retry; any other
     status (3xx, 4xx): failed. The secret and the URL's path never reach the log."""
+    return webhook_sender(row, rule, context, now)()
+
+
+def webhook_sender(
+    row: Notification, rule: NotificationRule, context: dict[str, Any], now: datetime
+) -> Callable[[], Outcome]:
+    """The signed request, and a function that posts it and reads the answer."""
     host = urlsplit(rule.webhook_url).hostname or "?"
     body = json.dumps(
         webhook_payload(row, context, now), separators=(",", ":"), ensure_ascii=False
@@ -358,6 +471,10 @@ def send_webhook(
             "X-Slaboard-Signature": sign(rule.webhook_secret, timestamp, body),
         },
     )
+    return lambda: _post(request, host)
+
+
+def _post(request: urllib.request.Request, host: str) -> Outcome:
     retry_after = None
     try:
         with _opener.open(request, timeout=WEBHOOK_TIMEOUT) as response:

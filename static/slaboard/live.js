@@ -88,6 +88,17 @@
     document.querySelectorAll("[data-clock]").forEach(function (el) {
       el.textContent = clock(new Date(now));
     });
+    // "clocks evaluated HH:MM" turns into a warning when the tick is late, pushes or not.
+    document.querySelectorAll("[data-evaluated-at]").forEach(function (el) {
+      var at = Date.parse(el.getAttribute("data-evaluated-at"));
+      var after = 1000 * parseFloat(el.getAttribute("data-late-after") || "0");
+      if (isNaN(at) || !after) { return; }
+      var late = now - at > after;
+      el.classList.toggle("late", late);
+      var label = el.querySelector("[data-evaluated-label]");
+      var text = late ? "⚠ tick late: clocks last evaluated" : "clocks evaluated";
+      if (label && label.textContent !== text) { label.textContent = text; }
+    });
     if (document.querySelector("[data-live]") && now - lastMessage > STALE_AFTER_MS) {
       markStale("no heartbeat");
       reconnect();

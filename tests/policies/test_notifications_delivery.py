@@ -267,8 +267,9 @@ def test_a_redelivered_task_sends_nothing_twice(db: Any, receiver: Receiver) -> 
 
 
 def test_a_delivery_task_stops_at_its_time_and_hands_the_rest_to_a_new_task(
-    db: Any, receiver: Receiver, redis_client: Any
+    db: Any, receiver: Receiver, redis_client: Any, settings: Any
 ) -> None:
+    settings.NOTIFICATION_CONCURRENCY = 1  # one message at a time: its time is up after one
     now = timezone.now()
     make_sla_policy(
         calendar=make_always_calendar(), targets={Metric.FIRST_RESPONSE: timedelta(hours=1)}
@@ -344,3 +345,66 @@ def test_an_email_rule_with_nobody_to_mail_is_skipped_with_the_reason(
     row = Notification.objects.get()
     assert row.status == "skipped" and "no email recipients" in row.last_error
     assert not mail.outbox
+
+
+class SlowReceiver:
+    """A receiver that holds each request until ``width`` are open at once (or 3 s pass, below
+    the webhook timeout), and records the most it ever had open: sends that overlap reach
+    ``width``, sends one after the other never pass 1."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.open = 0
+        self.most_open = 0
+        self.answered = 0
+        self.changed = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                with receiver.changed:
+                    receiver.open += 1
+                    receiver.most_open = max(receiver.most_open, receiver.open)
+                    receiver.changed.notify_all()
+                    receiver.changed.wait_for(lambda: receiver.open >= receiver.width, timeout=3)
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+                with receiver.changed:
+                    receiver.open -= 1
+                    receiver.answered += 1
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def test_sends_overlap_up_to_the_concurrency_and_each_is_recorded_once(
+    breached: SimpleNamespace,
+) -> None:
+    concurrency = 3
+    receiver = SlowReceiver(width=3)
+    try:
+        for n in range(6):
+            make_rule(name=f"Hook {n}", trigger=Trigger.RED, webhook_url=receiver.url)
+        reevaluate_due_clocks(now=BREACHED)
+        assert deliver_due(now=BREACHED, limit=6, concurrency=concurrency) == 6
+    finally:
+        receiver.close()
+    assert receiver.most_open == concurrency  # open connections at the receiver at once
+    rows = Notification.objects.all()
+    assert [row.status for row in rows] == ["sent"] * 6
+    assert all(len(row.history) == 1 and row.attempts == 1 for row in rows)
